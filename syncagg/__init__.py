@@ -1,0 +1,74 @@
+"""syncagg: aggregate the results of parallel batch jobs, safely and synchronously.
+
+Worker processes run a function over many inputs; results travel through a
+bounded shared-memory ring to a collector thread that applies a strategy,
+feeds writer threads for JSON Lines, CSV and Parquet files, and records
+checkpoints in SQLite so a killed run resumes with every result exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it. Modules load on first use, so a
+# worker process started with spawn imports only what it needs.
+_EXPORTS = {
+    "Aggregator": "syncagg.aggregator",
+    "CheckpointError": "syncagg.errors",
+    "CheckpointMismatchError": "syncagg.errors",
+    "Collect": "syncagg.strategies",
+    "Csv": "syncagg.outputs.csvfile",
+    "InputError": "syncagg.errors",
+    "JobError": "syncagg.records",
+    "JobResult": "syncagg.records",
+    "JsonLines": "syncagg.outputs.jsonlines",
+    "Merge": "syncagg.strategies",
+    "Output": "syncagg.outputs.base",
+    "OutputError": "syncagg.errors",
+    "Parquet": "syncagg.outputs.parquet",
+    "Reduce": "syncagg.strategies",
+    "RunSummary": "syncagg.summary",
+    "Status": "syncagg.records",
+    "Strategy": "syncagg.strategies",
+    "StrategyError": "syncagg.errors",
+    "Stream": "syncagg.strategies",
+    "SyncaggError": "syncagg.errors",
+    "WorkerStartError": "syncagg.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from syncagg.aggregator import Aggregator
+    from syncagg.errors import (
+        CheckpointError,
+        CheckpointMismatchError,
+        InputError,
+        OutputError,
+        StrategyError,
+        SyncaggError,
+        WorkerStartError,
+    )
+    from syncagg.outputs.base import Output
+    from syncagg.outputs.csvfile import Csv
+    from syncagg.outputs.jsonlines import JsonLines
+    from syncagg.outputs.parquet import Parquet
+    from syncagg.records import JobError, JobResult, Status
+    from syncagg.strategies import Collect, Merge, Reduce, Strategy, Stream
+    from syncagg.summary import RunSummary
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'syncagg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

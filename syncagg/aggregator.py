@@ -1,0 +1,357 @@
+"""The public entry point: ``Aggregator`` and its ``run`` method."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from syncagg.checkpoint import Checkpoint, CheckpointState
+from syncagg.collector import Collector
+from syncagg.dispatcher import Dispatcher, default_key
+from syncagg.errors import InputError
+from syncagg.outputs.base import Output, from_path, partial_path
+from syncagg.outputs.writer import OutputWriter
+from syncagg.pool import WorkerPool, check_picklable
+from syncagg.progress import PeakMemory, Progress
+from syncagg.runner import RunLoop
+from syncagg.segments import purge_stale_segments
+from syncagg.strategies import Collect, Strategy
+from syncagg.summary import RunSummary
+
+__all__ = ["Aggregator"]
+
+logger = logging.getLogger("syncagg")
+
+_MiB = 1024 * 1024
+_START_METHODS = ("fork", "forkserver", "spawn")
+
+
+class _Terminated(BaseException):
+    """Raised in the caller's thread when SIGTERM arrives during a run."""
+
+
+class Aggregator:
+    """Run a function over many inputs in worker processes and aggregate the results.
+
+    Parameters
+    ----------
+    strategy : Strategy, default Collect()
+        What to do with each successful result: ``Collect``, ``Merge``,
+        ``Reduce`` or ``Stream``.
+    outputs : sequence of Output or path, default ()
+        Files that receive one row per successful job. A path picks the
+        format from its suffix (``.jsonl``, ``.csv``, ``.parquet``).
+    checkpoint : path, optional
+        SQLite file that records progress. Running the same configuration
+        again resumes from it; a finished run is not repeated.
+    workers : int, optional
+        Worker processes; by default the number of CPUs this process may use.
+    progress : bool, default True
+        Show a tqdm progress bar on standard error.
+    key : callable, optional
+        ``key(input) -> str`` names an input in records and errors; by
+        default the input itself for strings and paths, else its ``repr``.
+    retries : int, default 1
+        How many more times a job runs after its worker died while running
+        it. An exception raised by the function is not retried.
+    chunksize : int, optional
+        Inputs sent to a worker at once; by default adapted so a chunk
+        holds about 50 ms of work.
+    ring_size : int, default 64 MiB
+        Bytes of shared memory for results, split evenly between workers.
+        A result larger than a worker's share travels in a segment of its own.
+    batch_bytes : int, default 1 MiB
+        A worker sends its pending results once they reach about this size.
+    batch_latency : float, default 0.05
+        ...or once the oldest pending result has waited this many seconds.
+    checkpoint_seconds : float, default 30.0
+        Seconds between checkpoints.
+    checkpoint_results : int, default 100000
+        Results between checkpoints, whichever comes first.
+    queue_size : int, default 16
+        Batches of rows each output's writer queue holds before the
+        collector waits for the writer.
+    start_method : {"fork", "forkserver", "spawn"}, optional
+        The multiprocessing start method; by default Python's default.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy | None = None,
+        outputs: Sequence[Output | str | os.PathLike[str]] = (),
+        checkpoint: str | os.PathLike[str] | None = None,
+        workers: int | None = None,
+        progress: bool = True,
+        key: Callable[[Any], str] = default_key,
+        retries: int = 1,
+        chunksize: int | None = None,
+        ring_size: int = 64 * _MiB,
+        batch_bytes: int = _MiB,
+        batch_latency: float = 0.05,
+        checkpoint_seconds: float = 30.0,
+        checkpoint_results: int = 100_000,
+        queue_size: int = 16,
+        start_method: str | None = None,
+    ) -> None:
+        self.strategy = strategy if strategy is not None else Collect()
+        if not isinstance(self.strategy, Strategy):
+            raise TypeError(
+                f"strategy must be a syncagg strategy such as Collect() or Reduce(fn, initial), "
+                f"got {strategy!r} of type {type(strategy).__qualname__}"
+            )
+        self.outputs = [_as_output(output) for output in outputs]
+        _check_distinct(self.outputs)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.workers = _usable_cpus() if workers is None else _positive_int("workers", workers)
+        self.progress = bool(progress)
+        self.key = key
+        self.retries = _non_negative_int("retries", retries)
+        self.chunksize = None if chunksize is None else _positive_int("chunksize", chunksize)
+        self.ring_size = _positive_int("ring_size", ring_size)
+        self.batch_bytes = _positive_int("batch_bytes", batch_bytes)
+        self.batch_latency = _positive_float("batch_latency", batch_latency)
+        self.checkpoint_seconds = _positive_float("checkpoint_seconds", checkpoint_seconds)
+        self.checkpoint_results = _positive_int("checkpoint_results", checkpoint_results)
+        self.queue_size = _positive_int("queue_size", queue_size)
+        if start_method is not None and start_method not in _START_METHODS:
+            raise ValueError(f"start_method must be one of {_START_METHODS} or None, got {start_method!r}")
+        self.start_method = start_method
+
+        region = self.ring_size // self.workers
+        if region < _MiB:
+            raise ValueError(
+                f"ring_size={self.ring_size} gives each of the {self.workers} workers "
+                f"{region} bytes; give each worker at least 1 MiB (ring_size >= {self.workers * _MiB})"
+            )
+
+    def run(self, fn: Callable[[Any], Any], inputs: Iterable[Any]) -> RunSummary:
+        """Run ``fn`` on every input and return the summary once all are done.
+
+        Inputs are read lazily, with a bounded number of jobs in flight. An
+        exception in ``fn`` makes that job a failed record and the run goes
+        on. Blocks until the run completes.
+
+        Raises
+        ------
+        InputError
+            The input iterable raised. Jobs read before it are collected and
+            checkpointed; the outputs stay partial.
+        StrategyError, OutputError, CheckpointError, WorkerStartError
+            The run stopped. With a checkpoint, the last checkpoint stands and
+            the same call resumes from it; without one, partial files are removed.
+        KeyboardInterrupt
+            On Ctrl-C: workers stop, a last checkpoint is written, and the
+            interrupt is raised again.
+        SystemExit
+            With code 143 on SIGTERM, after the same steps as for Ctrl-C.
+        """
+        check_picklable(fn)
+        began = time.perf_counter()
+        checkpoint = self._open_checkpoint(fn)
+        try:
+            state = checkpoint.load() if checkpoint else None
+            if state is not None and state.status == "finished":
+                logger.info("checkpoint %s records a finished run; nothing to do", self.checkpoint)
+                return self._finished_summary(state, began)
+            return self._run(fn, inputs, checkpoint, state or CheckpointState(), began)
+        finally:
+            if checkpoint is not None:
+                checkpoint.close()
+
+    def _run(
+        self,
+        fn: Callable[[Any], Any],
+        inputs: Iterable[Any],
+        checkpoint: Checkpoint | None,
+        state: CheckpointState,
+        began: float,
+    ) -> RunSummary:
+        purge_stale_segments()
+        resumed = len(state.done)
+        self.strategy.reset()
+        if resumed:
+            self.strategy.restore(state.strategy)
+
+        total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
+        progress = Progress(self.progress, total, resumed, state.counts.get("failed", 0))
+        memory = PeakMemory()
+        writers: list[OutputWriter] = []
+        pool: WorkerPool | None = None
+        loop: RunLoop | None = None
+        try:
+            writers = self._open_writers(state)
+            context = multiprocessing.get_context(self.start_method)
+            pool = WorkerPool(fn, self.workers, self.ring_size // self.workers, self.batch_bytes, self.batch_latency, context)
+            dispatcher = Dispatcher(inputs, self.workers, state.done, self.key, self.chunksize, self.retries, total)
+            collector = Collector(self.strategy, writers, progress, state.done, state.counts, state.failures)
+            loop = RunLoop(
+                pool, dispatcher, collector, checkpoint, state,
+                self.checkpoint_seconds, self.checkpoint_results, memory,
+            )
+            _wait_for(loop)
+        finally:
+            completed = loop is not None and loop.completed
+            if pool is not None:
+                pool.close()
+            for writer in writers:
+                writer.stop(discard=checkpoint is None and not completed)
+            progress.close()
+
+        assert loop is not None
+        if loop.error is not None:
+            raise loop.error
+        if dispatcher.input_error is not None:
+            error = dispatcher.input_error
+            raise InputError(
+                f"reading the inputs failed with {type(error).__name__}: {error}; the jobs "
+                "read before it are collected, so fix the input and run again"
+            ) from error
+
+        memory.sample(force=True)
+        counts = {**collector.counts, "resumed": resumed}
+        return RunSummary(
+            value=self.strategy.value(),
+            counts=counts,
+            failures=tuple(collector.failures),
+            outputs=tuple(output.path for output in self.outputs),
+            checkpoint=self.checkpoint,
+            elapsed=time.perf_counter() - began,
+            peak_memory=memory.peak,
+            stall_seconds={str(w.output.path): w.stall_seconds for w in writers},
+        )
+
+    def _open_checkpoint(self, fn: Callable[[Any], Any]) -> Checkpoint | None:
+        if self.checkpoint is None:
+            return None
+        fingerprint = {
+            "function": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
+            "strategy": self.strategy.describe(),
+            "outputs": [output.describe() for output in self.outputs],
+        }
+        return Checkpoint(self.checkpoint, fingerprint)
+
+    def _open_writers(self, state: CheckpointState) -> list[OutputWriter]:
+        writers = []
+        for output in self.outputs:
+            position = state.outputs.get(str(output.path))
+            if state.status == "finishing" and _already_published(output):
+                continue
+            writer = OutputWriter(output, self.queue_size)
+            writers.append(writer)
+            writer.open(position)
+        return writers
+
+    def _finished_summary(self, state: CheckpointState, began: float) -> RunSummary:
+        self.strategy.reset()
+        self.strategy.restore(state.strategy)
+        return RunSummary(
+            value=self.strategy.value(),
+            counts={**state.counts, "resumed": len(state.done)},
+            failures=tuple(state.failures),
+            outputs=tuple(output.path for output in self.outputs),
+            checkpoint=self.checkpoint,
+            elapsed=time.perf_counter() - began,
+            peak_memory=PeakMemory().peak,
+            stall_seconds={},
+        )
+
+
+def _wait_for(loop: RunLoop) -> None:
+    """Run the loop in the collector thread and wait, turning signals into a stop."""
+    thread = threading.Thread(target=loop.run, name="syncagg-collector", daemon=True)
+    with _sigterm_raises():
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(0.1)
+        except KeyboardInterrupt:
+            _stop(loop, thread)
+            raise
+        except _Terminated:
+            _stop(loop, thread)
+            raise SystemExit(128 + signal.SIGTERM) from None
+
+
+def _stop(loop: RunLoop, thread: threading.Thread) -> None:
+    logger.warning("interrupted; stopping the workers and writing a last checkpoint")
+    loop.request_stop()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except (KeyboardInterrupt, _Terminated):
+        # A second interrupt stops waiting for the collector thread.
+        loop.pool.terminate()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _already_published(output: Output) -> bool:
+    partials = (partial_path(output.path), partial_path(output.path, ".parts"))
+    return output.path.exists() and not any(p.exists() for p in partials)
+
+
+def _as_output(output: Output | str | os.PathLike[str]) -> Output:
+    if isinstance(output, Output):
+        return output
+    if isinstance(output, (str, os.PathLike)):
+        return from_path(output)
+    raise TypeError(
+        f"outputs must contain syncagg outputs or paths, got {output!r} of type {type(output).__qualname__}"
+    )
+
+
+def _check_distinct(outputs: list[Output]) -> None:
+    seen: set[Path] = set()
+    for output in outputs:
+        path = output.path.resolve()
+        if path in seen:
+            raise ValueError(f"two outputs write to {str(output.path)!r}; give each output its own path")
+        seen.add(path)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int of 0 or more, got {value!r}")
+    return value
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)

@@ -1,0 +1,215 @@
+"""Worker processes, their pipes, and the ring segment they share.
+
+The pool owns every process and segment it creates: ``close()`` stops the
+workers, then unlinks the ring and any one-off segment a worker left behind.
+A worker that dies is replaced in the same slot; the replacement starts
+writing where the parent last released the region, so no byte that the dead
+worker wrote after that point is ever read.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from syncagg.errors import WorkerStartError
+from syncagg.ring import HEADER_SIZE, RingReader
+from syncagg.segments import (
+    attach_segment,
+    check_shm_space,
+    create_segment,
+    new_run_prefix,
+    remove_segments,
+    unlink_segment,
+)
+from syncagg.transport import ResultBatch, decode_message
+from syncagg.worker import WorkerSpec, worker_main
+
+__all__ = ["Slot", "WorkerPool"]
+
+logger = logging.getLogger("syncagg.pool")
+
+_STOP_TIMEOUT = 5.0
+
+
+@dataclass
+class Slot:
+    """One worker position: its process, its pipes and its ring region."""
+
+    index: int
+    process: BaseProcess
+    tasks: Connection
+    results: Connection
+    ring: RingReader
+    ready: bool = False
+
+
+class WorkerPool:
+    """Start, replace and stop worker processes that share one ring segment."""
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        workers: int,
+        region_bytes: int,
+        batch_bytes: int,
+        batch_latency: float,
+        context: BaseContext | None = None,
+    ) -> None:
+        self._fn = fn
+        self._context = context or multiprocessing.get_context()
+        self._region_bytes = region_bytes
+        self._batch_bytes = batch_bytes
+        self._batch_latency = batch_latency
+        self.prefix = new_run_prefix()
+
+        size = workers * (HEADER_SIZE + region_bytes)
+        check_shm_space(size)
+        self._segment = create_segment(f"{self.prefix}ring", size)
+        self.slots: list[Slot] = []
+        self._closed = False
+        for index in range(workers):
+            self.slots.append(self._start(index, start=0))
+
+    def _start(self, index: int, start: int) -> Slot:
+        task_reader, task_writer = self._context.Pipe(duplex=False)
+        result_reader, result_writer = self._context.Pipe(duplex=False)
+        spec = WorkerSpec(
+            fn=self._fn,
+            slot=index,
+            ring_name=self._segment.name,
+            capacity=self._region_bytes,
+            start=start,
+            tasks=task_reader,
+            results=result_writer,
+            batch_bytes=self._batch_bytes,
+            batch_latency=self._batch_latency,
+            segment_prefix=self.prefix,
+        )
+        process = self._context.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(spec,),
+            name=f"syncagg-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+
+        # The child has its own copies now; closing ours lets a pipe report
+        # end-of-file when the child dies.
+        task_reader.close()
+        result_writer.close()
+        ring = RingReader(self._segment.buf, index, self._region_bytes)
+        logger.debug("started worker %d with pid %s", index, process.pid)
+        return Slot(index, process, task_writer, result_reader, ring)
+
+    def replace(self, slot: Slot) -> Slot:
+        """Start a new worker in the slot of one that exited."""
+        slot.process.join()
+        slot.tasks.close()
+        slot.results.close()
+        start = slot.ring.head
+        slot.ring.clear_running()
+        slot.ring.release()
+
+        new = self._start(slot.index, start)
+        self.slots[slot.index] = new
+        return new
+
+    def read(self, slot: Slot, descriptor: tuple[Any, ...]) -> ResultBatch:
+        """Decode the batch that a descriptor points to and free its bytes."""
+        kind = descriptor[0]
+        if kind == "ring":
+            _, start, end, _count = descriptor
+            with slot.ring.view(start, end) as view:
+                batch = decode_message(view)
+            slot.ring.release_to(end)
+            return batch  # type: ignore[no-any-return]
+
+        _, name, size, _count = descriptor
+        segment = attach_segment(name)
+        try:
+            with segment.buf[:size] as view:
+                batch = decode_message(view)
+        finally:
+            segment.close()
+            segment.unlink()
+        return batch  # type: ignore[no-any-return]
+
+    def check_start(self, slot: Slot) -> None:
+        """Raise ``WorkerStartError`` if the slot's worker died before it was ready."""
+        if slot.ready:
+            return
+        code = slot.process.exitcode
+        raise WorkerStartError(
+            f"worker process {slot.process.pid} exited with code {code} before it could run "
+            f"{_describe(self._fn)}; under the {self._context.get_start_method()!r} start "
+            "method the function must be importable by module and name, and the main "
+            "script must guard its entry point with `if __name__ == \"__main__\":`"
+        )
+
+    def close(self) -> None:
+        """Stop every worker and remove every segment of this pool; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+
+        for slot in self.slots:
+            try:
+                slot.tasks.send(None)
+            except OSError:
+                pass
+        for slot in self.slots:
+            self._stop(slot)
+
+        self._segment.close()
+        unlink_segment(self._segment.name)
+        leftovers = remove_segments(self.prefix)
+        if leftovers:
+            logger.debug("removed %d segments left by dead workers", len(leftovers))
+
+    def terminate(self) -> None:
+        """Kill every worker at once, for an interrupted run; ``close()`` still follows."""
+        for slot in self.slots:
+            if slot.process.is_alive():
+                slot.process.kill()
+
+    def _stop(self, slot: Slot) -> None:
+        slot.process.join(_STOP_TIMEOUT)
+        if slot.process.is_alive():
+            logger.warning(
+                "worker %d (pid %s) did not stop within %.0f s; killing it",
+                slot.index,
+                slot.process.pid,
+                _STOP_TIMEOUT,
+            )
+            slot.process.kill()
+            slot.process.join()
+
+        slot.tasks.close()
+        slot.results.close()
+        slot.ring.release()
+
+
+def _describe(fn: Callable[[Any], Any]) -> str:
+    module = getattr(fn, "__module__", "?")
+    name = getattr(fn, "__qualname__", repr(fn))
+    return f"{module}.{name}"
+
+
+def check_picklable(fn: Callable[[Any], Any]) -> None:
+    """Raise ``TypeError`` if ``fn`` cannot be sent to a worker process."""
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:
+        raise TypeError(
+            f"fn={fn!r} cannot be pickled ({exc}); worker processes import it by "
+            "module and name, so pass a function defined at the top level of a "
+            "module, not a lambda or a nested function"
+        ) from None

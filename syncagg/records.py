@@ -1,0 +1,75 @@
+"""The record that every job ends as."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["JobError", "JobResult", "Status"]
+
+
+class Status(str, enum.Enum):
+    """Final status of a job."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """Why a job failed.
+
+    Attributes
+    ----------
+    type : str
+        Qualified name of the exception type, for example ``"ValueError"``.
+    message : str
+        ``str()`` of the exception.
+    traceback : str
+        Formatted traceback from the worker, empty when the worker died.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """Outcome of running the user's function on one input.
+
+    Attributes
+    ----------
+    job_id : int
+        Position of the input in the input iterable, counting from 0.
+    key : str
+        Short text that identifies the input (see ``Aggregator(key=...)``).
+    status : Status
+        ``Status.OK`` or ``Status.FAILED``.
+    value : Any
+        What the function returned; ``None`` for a failed job.
+    error : JobError or None
+        Why the job failed; ``None`` for a successful job.
+    worker_pid : int
+        Process id of the worker that ran the job, 0 if it never ran.
+    started, finished : float
+        Wall-clock times (``time.time()``) around the function call.
+    attempts : int
+        How many times the job was started, retries included.
+    """
+
+    job_id: int
+    key: str
+    status: Status
+    value: Any
+    error: JobError | None
+    worker_pid: int
+    started: float
+    finished: float
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        """Whether the job succeeded."""
+        return self.status is Status.OK

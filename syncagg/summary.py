@@ -1,0 +1,75 @@
+"""What a run reports when it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from syncagg.records import JobResult
+
+__all__ = ["RunSummary"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The outcome of ``Aggregator.run``.
+
+    Attributes
+    ----------
+    value : Any
+        The strategy's final value: a list for ``Collect``, the accumulator
+        for ``Reduce``, the merged value for ``Merge``, ``None`` for ``Stream``.
+    counts : Mapping[str, int]
+        ``"ok"`` and ``"failed"``: jobs with each status, earlier runs of the
+        same checkpoint included; ``"resumed"``: jobs that earlier runs had
+        finished, so this run skipped them.
+    failures : tuple of JobResult
+        The first failed jobs, with their errors (at most 100).
+    outputs : tuple of Path
+        The output files, complete under their final names.
+    checkpoint : Path or None
+        The checkpoint file, if the run had one.
+    elapsed : float
+        Seconds this call took.
+    peak_memory : int
+        Peak resident memory of the parent process in bytes, from psutil
+        readings taken during the run.
+    stall_seconds : Mapping[str, float]
+        For each output path, seconds the collector waited on its full queue.
+    """
+
+    value: Any
+    counts: Mapping[str, int]
+    failures: tuple[JobResult, ...]
+    outputs: tuple[Path, ...]
+    checkpoint: Path | None
+    elapsed: float
+    peak_memory: int
+    stall_seconds: Mapping[str, float]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every job succeeded."""
+        return self.counts.get("failed", 0) == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the summary as JSON-compatible data, without the value."""
+        return {
+            "counts": dict(self.counts),
+            "failures": [
+                {
+                    "job_id": f.job_id,
+                    "key": f.key,
+                    "error_type": f.error.type if f.error else None,
+                    "error_message": f.error.message if f.error else None,
+                }
+                for f in self.failures
+            ],
+            "outputs": [str(path) for path in self.outputs],
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "elapsed": self.elapsed,
+            "peak_memory": self.peak_memory,
+            "stall_seconds": dict(self.stall_seconds),
+        }

@@ -1,0 +1,140 @@
+"""Result batches: encoding into the ring and decoding in the collector.
+
+A worker gathers its results into a ``ResultBatch`` and flushes it when the
+batch reaches ``batch_bytes`` (estimated) or has waited ``batch_latency``
+seconds. The batch is pickled with protocol 5 so that large buffers (numpy
+arrays, ``bytes``, Arrow buffers) stay out of band: each is copied once into
+the ring and once out of it into its own ``bytearray``, never through a pipe.
+
+Message layout in the ring, all integers little-endian::
+
+    +0     u32 k          number of out-of-band buffers
+    +4     u32 reserved
+    +8     u64 p          payload length
+    +16    k x u64        buffer lengths
+    ...    payload        the pickle stream, p bytes
+    ...    buffers        each starting on a 64-byte boundary
+
+After writing a message the worker sends a small descriptor on its own
+result pipe: ``("ring", start, end, count)``, or ``("segment", name, size,
+count)`` for a message larger than the whole region, which travels in a
+segment of its own that the parent unlinks after reading.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ResultBatch", "decode_message", "encode_message", "estimate_size"]
+
+_HEAD = struct.Struct("<IIQ")
+_LENGTH = struct.Struct("<Q")
+_ALIGN = 64
+
+
+@dataclass
+class ResultBatch:
+    """Results of consecutive jobs from one worker, stored as columns.
+
+    Column storage keeps pickling cheap: a list of floats or ints pickles far
+    faster than the same values spread over one object per result.
+    ``errors`` maps an index in the columns to ``(type, message, traceback)``
+    of a failed job, whose value is ``None``.
+    """
+
+    worker_pid: int
+    job_ids: list[int] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)
+    finished: list[float] = field(default_factory=list)
+    errors: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.job_ids)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.worker_pid, self.job_ids, self.values, self.started, self.finished, self.errors)
+        return (ResultBatch, fields)
+
+
+def estimate_size(value: Any) -> int:
+    """Estimate the encoded size of a value cheaply, without pickling it."""
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value) + 16
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes + 128
+    if isinstance(value, dict):
+        return 16 + 48 * len(value)
+    return 32
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+class EncodedMessage:
+    """A pickled object and its out-of-band buffers, ready to copy into memory."""
+
+    def __init__(self, obj: Any) -> None:
+        self.buffers: list[memoryview] = []
+        self.payload = pickle.dumps(obj, protocol=5, buffer_callback=self._keep)
+
+        header = _HEAD.size + _LENGTH.size * len(self.buffers)
+        self._payload_at = header
+        end = header + len(self.payload)
+        self._buffer_at = []
+        for buffer in self.buffers:
+            end = _aligned(end)
+            self._buffer_at.append(end)
+            end += buffer.nbytes
+        self.size = end
+
+    def _keep(self, buffer: pickle.PickleBuffer) -> None:
+        self.buffers.append(buffer.raw())
+
+    def write_into(self, target: memoryview) -> None:
+        """Copy the message into ``target``, which holds at least ``size`` bytes."""
+        _HEAD.pack_into(target, 0, len(self.buffers), 0, len(self.payload))
+        for i, buffer in enumerate(self.buffers):
+            _LENGTH.pack_into(target, _HEAD.size + i * _LENGTH.size, buffer.nbytes)
+
+        target[self._payload_at : self._payload_at + len(self.payload)] = self.payload
+        for at, buffer in zip(self._buffer_at, self.buffers):
+            target[at : at + buffer.nbytes] = buffer
+
+    def release(self) -> None:
+        """Drop the references to the pickled object's buffers."""
+        for buffer in self.buffers:
+            buffer.release()
+        self.buffers.clear()
+
+
+def encode_message(obj: Any) -> EncodedMessage:
+    """Pickle ``obj`` with protocol 5, keeping large buffers out of band."""
+    return EncodedMessage(obj)
+
+
+def decode_message(source: memoryview) -> Any:
+    """Unpickle a message from shared memory.
+
+    The pickle stream is read in place; each out-of-band buffer is copied
+    once into its own ``bytearray``, so the object owns no shared memory and
+    the region can be released as soon as this returns.
+    """
+    count, _, payload_length = _HEAD.unpack_from(source, 0)
+    lengths = [_LENGTH.unpack_from(source, _HEAD.size + i * _LENGTH.size)[0] for i in range(count)]
+
+    payload_at = _HEAD.size + _LENGTH.size * count
+    end = payload_at + payload_length
+    buffers = []
+    for length in lengths:
+        end = _aligned(end)
+        buffers.append(bytearray(source[end : end + length]))
+        end += length
+
+    with source[payload_at : payload_at + payload_length] as payload:
+        return pickle.loads(payload, buffers=buffers)
