@@ -192,7 +192,7 @@ class Aggregator:
             context = multiprocessing.get_context(self.start_method)
             pool = WorkerPool(fn, self.workers, self.ring_size // self.workers, self.batch_bytes, self.batch_latency, context)
             dispatcher = Dispatcher(inputs, self.workers, state.done, self.key, self.chunksize, self.retries, total)
-            collector = Collector(self.strategy, writers, progress, state.done, state.counts, state.failures)
+            collector = Collector(self.key, self.strategy, writers, progress, state.done, state.counts, state.failures)
             loop = RunLoop(
                 pool, dispatcher, collector, checkpoint, state,
                 self.checkpoint_seconds, self.checkpoint_results, memory,

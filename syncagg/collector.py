@@ -8,10 +8,10 @@ only for failed jobs and for strategies that ask for them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from syncagg.dispatcher import Job
+from syncagg.dispatcher import Segment
 from syncagg.errors import StrategyError
 from syncagg.jobranges import JobRanges
 from syncagg.outputs.writer import OutputWriter
@@ -32,6 +32,7 @@ class Collector:
 
     def __init__(
         self,
+        key: Callable[[Any], str],
         strategy: Strategy,
         writers: Sequence[OutputWriter],
         progress: Progress,
@@ -39,6 +40,7 @@ class Collector:
         counts: dict[str, int] | None = None,
         failures: list[JobResult] | None = None,
     ) -> None:
+        self.key = key
         self.strategy = strategy
         self.writers = list(writers)
         self.progress = progress
@@ -46,7 +48,7 @@ class Collector:
         self.counts = {"ok": 0, "failed": 0, **(counts or {})}
         self.failures = list(failures or [])
 
-    def add_batch(self, batch: ResultBatch, jobs: list[Job]) -> None:
+    def add_batch(self, batch: ResultBatch, segments: list[Segment]) -> None:
         """Collect one batch from a worker; blocks while an output queue is full.
 
         Raises ``StrategyError`` if the strategy's function raises and
@@ -55,16 +57,16 @@ class Collector:
         if batch.errors:
             ok = [i for i in range(len(batch)) if i not in batch.errors]
             values = [batch.values[i] for i in ok]
-            self._add_failed(batch, jobs)
+            self._add_failed(batch, segments)
         else:
             ok = None
             values = batch.values
 
         if values:
-            self._apply_strategy(batch, jobs, ok, values)
+            self._apply_strategy(batch, segments, ok, values)
             self._write(values)
 
-        self.done.update(batch.job_ids)
+        self._mark_done(batch.job_ids)
         self.counts["ok"] += len(values)
         self.progress.advance(len(batch), len(batch.errors))
 
@@ -75,14 +77,23 @@ class Collector:
         self.done.update(result.job_id for result in failures)
         self.progress.advance(len(failures), len(failures))
 
+    def _mark_done(self, job_ids: list[int]) -> None:
+        # Ids in a batch are distinct, so a span as wide as the batch is a range.
+        low, high = min(job_ids), max(job_ids)
+        if high - low + 1 == len(job_ids):
+            self.done.add_range(low, high + 1)
+        else:
+            self.done.update(job_ids)
+
     def _apply_strategy(
-        self, batch: ResultBatch, jobs: list[Job], ok: list[int] | None, values: list[Any]
+        self, batch: ResultBatch, segments: list[Segment], ok: list[int] | None, values: list[Any]
     ) -> None:
         strategy = self.strategy
         try:
             if strategy.wants_results:
+                jobs = _jobs(segments)
                 indexes = ok if ok is not None else range(len(batch))
-                strategy.add_results([_result(batch, jobs, i) for i in indexes])
+                strategy.add_results([self._result(batch, jobs, i) for i in indexes])
             else:
                 strategy.add_values(values)
         except Exception as exc:
@@ -97,9 +108,10 @@ class Collector:
         for writer in self.writers:
             writer.put(rows)
 
-    def _add_failed(self, batch: ResultBatch, jobs: list[Job]) -> None:
+    def _add_failed(self, batch: ResultBatch, segments: list[Segment]) -> None:
+        jobs = _jobs(segments)
         for i in batch.errors:
-            result = _result(batch, jobs, i)
+            result = self._result(batch, jobs, i)
             self._keep_failure(result)
             assert result.error is not None
             logger.debug("job %d (%s) failed: %s", result.job_id, result.key, result.error.message)
@@ -110,17 +122,26 @@ class Collector:
             self.failures.append(result)
 
 
-def _result(batch: ResultBatch, jobs: list[Job], i: int) -> JobResult:
-    job = jobs[i]
-    error = batch.errors.get(i)
-    return JobResult(
-        job_id=job.job_id,
-        key=job.key,
-        status=Status.OK if error is None else Status.FAILED,
-        value=batch.values[i],
-        error=None if error is None else JobError(*error),
-        worker_pid=batch.worker_pid,
-        started=batch.started[i],
-        finished=batch.finished[i],
-        attempts=job.attempts,
-    )
+    def _result(self, batch: ResultBatch, jobs: list[tuple[Any, int]], i: int) -> JobResult:
+        item, attempts = jobs[i]
+        error = batch.errors.get(i)
+        return JobResult(
+            job_id=batch.job_ids[i],
+            key=self.key(item),
+            status=Status.OK if error is None else Status.FAILED,
+            value=batch.values[i],
+            error=None if error is None else JobError(*error),
+            worker_pid=batch.worker_pid,
+            started=batch.started[i],
+            finished=batch.finished[i],
+            attempts=attempts,
+        )
+
+
+def _jobs(segments: list[Segment]) -> list[tuple[Any, int]]:
+    """Return ``(input, attempts)`` for each result of a batch, in order."""
+    jobs: list[tuple[Any, int]] = []
+    for segment in segments:
+        chunk = segment.chunk
+        jobs.extend(zip(chunk.items[segment.start : segment.stop], chunk.attempts[segment.start : segment.stop]))
+    return jobs

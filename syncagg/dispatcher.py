@@ -2,8 +2,11 @@
 
 The dispatcher numbers inputs in the order the iterable yields them; the
 number is the job id that checkpoints record, so a resumed run must read the
-same inputs in the same order. It knows which jobs each worker holds, so the
-jobs of a worker that dies can be sent again or failed.
+same inputs in the same order. Jobs go out in chunks, and a worker returns
+results in the order it received them, so the dispatcher tracks whole chunks
+per worker instead of single jobs: a batch of ``n`` results completes the
+next ``n`` jobs of that worker's oldest chunks. When a worker dies, the jobs
+of its chunks that have no result yet are sent again or failed.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from syncagg.jobranges import JobRanges
 from syncagg.records import JobError, JobResult, Status
 
-__all__ = ["Dispatcher", "Job", "default_key"]
+__all__ = ["Chunk", "Dispatcher", "Segment", "default_key"]
 
 logger = logging.getLogger("syncagg.dispatcher")
 
@@ -31,13 +34,38 @@ _CHUNKS_PER_WORKER = 2
 
 
 @dataclass
-class Job:
-    """One input on its way through a worker."""
+class Chunk:
+    """Jobs sent to one worker in one message.
 
-    job_id: int
-    item: Any
-    key: str
-    attempts: int = 0
+    ``job_ids`` is a ``range`` for fresh inputs, which pickles in a few
+    bytes, and a list for retried jobs. ``done`` counts the jobs at the front
+    whose results have arrived.
+    """
+
+    job_ids: range | list[int]
+    items: list[Any]
+    attempts: list[int]
+    done: int = 0
+
+    def message(self) -> tuple[range | list[int], list[Any]]:
+        """Return what the worker receives."""
+        return (self.job_ids, self.items)
+
+
+@dataclass
+class Segment:
+    """Jobs ``start`` to ``stop - 1`` (positions in ``chunk``) of one result batch."""
+
+    chunk: Chunk
+    start: int
+    stop: int
+
+
+@dataclass
+class _Retry:
+    job_ids: list[int] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
+    attempts: list[int] = field(default_factory=list)
 
 
 def default_key(item: Any) -> str:
@@ -63,16 +91,17 @@ class Dispatcher:
         retries: int = 1,
         total: int | None = None,
     ) -> None:
-        self._inputs: Iterator[tuple[int, Any]] = enumerate(inputs)
+        self._inputs: Iterator[Any] = self._guarded(inputs)
+        self._next_id = 0
         self._done = done
-        self._key = key
+        self.key = key
         self._fixed_chunksize = chunksize
         self._retries = retries
-        self._in_flight: list[dict[int, Job]] = [{} for _ in range(workers)]
-        self._retry: deque[Job] = deque()
+        self._chunks: list[deque[Chunk]] = [deque() for _ in range(workers)]
+        self._in_flight = [0] * workers
+        self._retry = _Retry()
         self.exhausted = False
         self.input_error: BaseException | None = None
-        self.skipped = 0
 
         # Without timings yet, start small; the first results set the size.
         self.chunksize = chunksize or 1
@@ -83,58 +112,97 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         """Jobs sent to workers whose results have not arrived."""
-        return sum(len(jobs) for jobs in self._in_flight)
+        return sum(self._in_flight)
 
     @property
     def finished(self) -> bool:
         """Whether every input has been read and every job has come back."""
-        return self.exhausted and not self._retry and self.in_flight == 0
+        return self.exhausted and not self._retry.job_ids and self.in_flight == 0
 
-    def next_chunk(self, slot: int) -> list[Job]:
-        """Return the next jobs for a worker, or an empty list if it has enough.
+    def next_chunk(self, slot: int) -> Chunk | None:
+        """Return the next chunk for a worker, or ``None`` if it holds enough.
 
-        Reads the input iterable, which may block or raise; an exception from
-        it is stored in ``input_error`` and ends the reading.
+        Reads the input iterable, which may block; an exception from it is
+        stored in ``input_error`` and ends the reading. The chunk counts as
+        in flight only after ``register``.
         """
         limit = self.chunksize * _CHUNKS_PER_WORKER
-        room = min(self.chunksize, limit - len(self._in_flight[slot]))
+        room = min(self.chunksize, limit - self._in_flight[slot])
         if room <= 0:
-            return []
+            return None
+        if self._retry.job_ids:
+            return self._take_retries(room)
+        if self.exhausted:
+            return None
+        return self._read(room)
 
-        chunk = [self._retry.popleft() for _ in range(min(room, len(self._retry)))]
-        if len(chunk) < room and not self.exhausted:
-            chunk.extend(self._read(room - len(chunk)))
-
-        in_flight = self._in_flight[slot]
-        for job in chunk:
-            job.attempts += 1
-            in_flight[job.job_id] = job
+    def _take_retries(self, room: int) -> Chunk:
+        retry = self._retry
+        chunk = Chunk(retry.job_ids[:room], retry.items[:room], retry.attempts[:room])
+        del retry.job_ids[:room], retry.items[:room], retry.attempts[:room]
         return chunk
 
-    def _read(self, count: int) -> list[Job]:
-        jobs: list[Job] = []
-        done = self._done
-        while len(jobs) < count:
-            try:
-                entry = next(self._inputs, None)
-            except Exception as exc:
-                self.input_error = exc
-                self.exhausted = True
-                break
-            if entry is None:
-                self.exhausted = True
-                break
-            job_id, item = entry
-            if job_id in done:
-                self.skipped += 1
-                continue
-            jobs.append(Job(job_id, item, self._key(item)))
-        return jobs
+    def _guarded(self, inputs: Iterable[Any]) -> Iterator[Any]:
+        # Ends the iteration at an input error instead of raising it, so the
+        # inputs read before the error in the same chunk still run.
+        try:
+            yield from inputs
+        except Exception as exc:
+            self.input_error = exc
 
-    def complete(self, slot: int, job_ids: list[int]) -> list[Job]:
-        """Take jobs whose results arrived out of the worker's in-flight set."""
-        in_flight = self._in_flight[slot]
-        return [in_flight.pop(job_id) for job_id in job_ids]
+    def _read(self, room: int) -> Chunk | None:
+        while True:
+            first = self._next_id
+            items = list(itertools.islice(self._inputs, room))
+            self._next_id += len(items)
+            if len(items) < room:
+                self.exhausted = True
+            if not items:
+                return None
+
+            if first >= self._done.end:
+                return Chunk(range(first, first + len(items)), items, [0] * len(items))
+            chunk = self._without_done(first, items)
+            if chunk is not None or self.exhausted:
+                return chunk
+
+    def _without_done(self, first: int, items: list[Any]) -> Chunk | None:
+        """Drop inputs that an earlier run finished; ``None`` if all were."""
+        done = self._done
+        job_ids = [first + i for i in range(len(items)) if first + i not in done]
+        if not job_ids:
+            return None
+        kept = [items[job_id - first] for job_id in job_ids]
+        return Chunk(job_ids, kept, [0] * len(kept))
+
+    def register(self, slot: int, chunk: Chunk) -> None:
+        """Count a chunk as sent to a worker."""
+        chunk.attempts = [attempts + 1 for attempts in chunk.attempts]
+        self._chunks[slot].append(chunk)
+        self._in_flight[slot] += len(chunk.items)
+
+    def complete(self, slot: int, job_ids: list[int]) -> list[Segment]:
+        """Mark the next ``len(job_ids)`` jobs of a worker done; return where they lie."""
+        chunks = self._chunks[slot]
+        count = len(job_ids)
+        self._in_flight[slot] -= count
+        segments = []
+        while count:
+            chunk = chunks[0]
+            take = min(count, len(chunk.items) - chunk.done)
+            segments.append(Segment(chunk, chunk.done, chunk.done + take))
+            chunk.done += take
+            count -= take
+            if chunk.done == len(chunk.items):
+                chunks.popleft()
+
+        first = segments[0]
+        if first.chunk.job_ids[first.start] != job_ids[0]:
+            raise RuntimeError(
+                f"worker {slot} returned job {job_ids[0]} where job "
+                f"{first.chunk.job_ids[first.start]} was expected"
+            )
+        return segments
 
     def observe(self, started: list[float], finished: list[float]) -> None:
         """Adapt the chunk size to the measured time per job."""
@@ -150,38 +218,40 @@ class Dispatcher:
         worker died between jobs no job can be singled out, so every job it
         held is charged, which keeps a crash that repeats from looping forever.
         """
-        jobs = self._in_flight[slot]
-        self._in_flight[slot] = {}
+        chunks = self._chunks[slot]
+        self._chunks[slot] = deque()
+        self._in_flight[slot] = 0
+
         failed: list[JobResult] = []
-        for job in sorted(jobs.values(), key=lambda job: job.job_id):
-            charged = running is None or job.job_id == running
-            if not charged:
-                job.attempts -= 1
-            elif job.attempts > self._retries:
-                failed.append(_died(job, pid, cause))
-                continue
-            self._retry.append(job)
+        retry = self._retry
+        for chunk in chunks:
+            for i in range(chunk.done, len(chunk.items)):
+                job_id, item, attempts = chunk.job_ids[i], chunk.items[i], chunk.attempts[i]
+                charged = running is None or job_id == running
+                if not charged:
+                    attempts -= 1
+                elif attempts > self._retries:
+                    failed.append(_died(job_id, self.key(item), attempts, pid, cause))
+                    continue
+                retry.job_ids.append(job_id)
+                retry.items.append(item)
+                retry.attempts.append(attempts)
 
         if failed:
             logger.warning("%d jobs failed because worker %d %s", len(failed), pid, cause)
         return failed
 
-    def pending_ids(self) -> Iterator[int]:
-        """Ids of jobs sent out or queued for a retry, for a final report."""
-        in_flight = (job.job_id for jobs in self._in_flight for job in jobs.values())
-        return itertools.chain(in_flight, (job.job_id for job in self._retry))
 
-
-def _died(job: Job, pid: int, cause: str) -> JobResult:
-    message = f"worker {pid} {cause} while running this job ({job.attempts} attempts)"
+def _died(job_id: int, key: str, attempts: int, pid: int, cause: str) -> JobResult:
+    message = f"worker {pid} {cause} while running this job ({attempts} attempts)"
     return JobResult(
-        job_id=job.job_id,
-        key=job.key,
+        job_id=job_id,
+        key=key,
         status=Status.FAILED,
         value=None,
         error=JobError("syncagg.WorkerDied", message),
         worker_pid=pid,
         started=0.0,
         finished=0.0,
-        attempts=job.attempts,
+        attempts=attempts,
     )

@@ -71,6 +71,11 @@ class JobRanges:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def end(self) -> int:
+        """One past the largest id, 0 when empty."""
+        return self._stops[-1] if self._stops else 0
+
     def to_ranges(self) -> list[tuple[int, int]]:
         """Return the ids as sorted half-open ``(start, stop)`` ranges."""
         return list(zip(self._starts, self._stops))

@@ -28,11 +28,12 @@ import struct
 import time
 from collections.abc import Callable
 
-__all__ = ["HEADER_SIZE", "RingReader", "RingWriter", "region_offset"]
+__all__ = ["HEADER_SIZE", "RUNNING_OFFSET", "RingReader", "RingWriter", "region_offset"]
 
 HEADER_SIZE = 128
 _HEAD = 0
-_RUNNING = 64
+RUNNING_OFFSET = 64
+_RUNNING = RUNNING_OFFSET
 _U64 = struct.Struct("<Q")
 
 # A full ring is polled with a sleep that doubles up to this bound, so a
@@ -55,6 +56,10 @@ class RingWriter:
         self.capacity = capacity
         self.tail = start
         self.stall_seconds = 0.0
+        # For the worker's hot loop: publish_running(header, RUNNING_OFFSET, job_id + 1)
+        # does what set_running(job_id) does, without a method call.
+        self.header = self._header
+        self.publish_running = _U64.pack_into
 
     def set_running(self, job_id: int | None) -> None:
         """Publish the job the worker is about to run, or ``None`` when idle."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from syncagg.checkpoint import Checkpoint, CheckpointState
 from syncagg.collector import Collector
-from syncagg.dispatcher import Dispatcher, Job
+from syncagg.dispatcher import Chunk, Dispatcher
 from syncagg.pool import Slot, WorkerPool
 from syncagg.progress import PeakMemory
 from syncagg.records import JobError, JobResult, Status
@@ -126,9 +126,9 @@ class RunLoop:
             return
 
         batch = self.pool.read(slot, message)
-        jobs = self.dispatcher.complete(slot.index, batch.job_ids)
+        segments = self.dispatcher.complete(slot.index, batch.job_ids)
         self.dispatcher.observe(batch.started, batch.finished)
-        self.collector.add_batch(batch, jobs)
+        self.collector.add_batch(batch, segments)
         self._since_checkpoint += len(batch)
 
     def _worker_exited(self, slot: Slot) -> None:
@@ -149,35 +149,58 @@ class RunLoop:
         """Top up every worker's jobs; reads the inputs, which may block."""
         for slot in self.pool.slots:
             chunk = self.dispatcher.next_chunk(slot.index)
-            if chunk:
+            if chunk is not None:
                 self._send(slot, chunk)
 
-    def _send(self, slot: Slot, chunk: list[Job]) -> None:
-        message = [(job.job_id, job.item) for job in chunk]
+    def _send(self, slot: Slot, chunk: Chunk) -> None:
         try:
-            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(chunk.message(), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
-            payload = self._drop_unpicklable(slot, chunk)
+            chunk = self._drop_unpicklable(chunk)
+            if not chunk.items:
+                return
+            payload = pickle.dumps(chunk.message(), protocol=pickle.HIGHEST_PROTOCOL)
+
+        self.dispatcher.register(slot.index, chunk)
         try:
             slot.tasks.send_bytes(payload)
         except OSError:
             # A dead worker's jobs are settled when its sentinel fires.
             return
 
-    def _drop_unpicklable(self, slot: Slot, chunk: list[Job]) -> bytes:
-        sendable = []
+    def _drop_unpicklable(self, chunk: Chunk) -> Chunk:
+        kept = Chunk([], [], [])
         failed = []
-        for job in chunk:
+        for job_id, item, attempts in zip(chunk.job_ids, chunk.items, chunk.attempts):
             try:
-                pickle.dumps(job.item, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:
-                failed.append(_unpicklable(job, exc))
-            else:
-                sendable.append((job.job_id, job.item))
+                failed.append(self._unpicklable(job_id, item, attempts + 1, exc))
+                continue
+            assert isinstance(kept.job_ids, list)
+            kept.job_ids.append(job_id)
+            kept.items.append(item)
+            kept.attempts.append(attempts)
 
-        self.dispatcher.complete(slot.index, [result.job_id for result in failed])
         self.collector.add_failures(failed)
-        return pickle.dumps(sendable, protocol=pickle.HIGHEST_PROTOCOL)
+        return kept
+
+    def _unpicklable(self, job_id: int, item: Any, attempts: int, exc: Exception) -> JobResult:
+        message = (
+            f"input of type {type(item).__qualname__} cannot be pickled for a worker "
+            f"process ({exc}); pass inputs of plain data such as paths, strings or dicts"
+        )
+        return JobResult(
+            job_id=job_id,
+            key=self.dispatcher.key(item),
+            status=Status.FAILED,
+            value=None,
+            error=JobError("syncagg.UnpicklableInput", message),
+            worker_pid=0,
+            started=0.0,
+            finished=0.0,
+            attempts=attempts,
+        )
 
     def _maybe_checkpoint(self) -> None:
         if self.checkpoint is None or self._since_checkpoint == 0:
@@ -212,20 +235,3 @@ class RunLoop:
             self.checkpoint.save(self.state)
         self.completed = True
 
-
-def _unpicklable(job: Job, exc: Exception) -> JobResult:
-    message = (
-        f"input of type {type(job.item).__qualname__} cannot be pickled for a worker "
-        f"process ({exc}); pass inputs of plain data such as paths, strings or dicts"
-    )
-    return JobResult(
-        job_id=job.job_id,
-        key=job.key,
-        status=Status.FAILED,
-        value=None,
-        error=JobError("syncagg.UnpicklableInput", message),
-        worker_pid=0,
-        started=0.0,
-        finished=0.0,
-        attempts=job.attempts,
-    )

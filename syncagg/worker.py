@@ -22,13 +22,16 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from syncagg.ring import RingWriter
+from syncagg.ring import RUNNING_OFFSET, RingWriter
 from syncagg.segments import attach_segment, create_segment
 from syncagg.transport import ResultBatch, encode_message, estimate_size
 
 __all__ = ["WorkerSpec", "worker_main"]
 
 _PARENT_GONE_EXIT = 70
+
+# Job ids (a range for fresh inputs) and the inputs, in the same order.
+_Chunk = tuple[range | list[int], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def worker_main(spec: WorkerSpec) -> None:
     segment = attach_segment(spec.ring_name)
     ring = RingWriter(segment.buf, spec.slot, spec.capacity, spec.start)
     sender = BatchSender(ring, spec, alive)
-    tasks: queue.SimpleQueue[list[tuple[int, Any]] | None] = queue.SimpleQueue()
+    tasks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
     reader = threading.Thread(
         target=_read_tasks,
         args=(spec.tasks, tasks, alive),
@@ -80,7 +83,7 @@ def worker_main(spec: WorkerSpec) -> None:
 
 def _read_tasks(
     conn: Connection,
-    tasks: queue.SimpleQueue[list[tuple[int, Any]] | None],
+    tasks: queue.SimpleQueue[_Chunk | None],
     alive: Callable[[], bool],
 ) -> None:
     # Draining the pipe in a thread means the parent's send never waits on a
@@ -102,7 +105,7 @@ def _read_tasks(
 
 def _run_jobs(
     fn: Callable[[Any], Any],
-    tasks: queue.SimpleQueue[list[tuple[int, Any]] | None],
+    tasks: queue.SimpleQueue[_Chunk | None],
     ring: RingWriter,
     sender: BatchSender,
 ) -> None:
@@ -117,25 +120,64 @@ def _run_jobs(
         if chunk is None:
             sender.flush()
             return
-
-        for job_id, item in chunk:
-            ring.set_running(job_id)
-            _run_one(fn, job_id, item, sender)
+        _run_chunk(fn, chunk, ring, sender)
         ring.set_running(None)
 
 
-def _run_one(fn: Callable[[Any], Any], job_id: int, item: Any, sender: BatchSender) -> None:
-    started = time.time()
-    try:
-        value = fn(item)
-    except (Exception, SystemExit) as exc:
-        finished = time.time()
-        error = (_type_name(exc), str(exc), traceback.format_exc())
-        sender.add(job_id, None, started, finished, error)
-        return
+def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender: BatchSender) -> None:
+    # The hot loop of a worker. It inlines BatchSender.add for successful
+    # jobs and keeps the batch's columns in local names, which makes it
+    # about twice as fast; the columns are bound again after each flush.
+    clock = time.time
+    publish = ring.publish_running
+    header = ring.header
+    latency = sender.latency
+    limit = sender.batch_bytes
+    batch = sender.batch
+    ids, values, starts, ends = batch.job_ids, batch.values, batch.started, batch.finished
 
-    finished = time.time()
-    sender.add(job_id, value, started, finished, None)
+    for job_id, item in zip(*chunk):
+        publish(header, RUNNING_OFFSET, job_id + 1)
+        started = clock()
+        try:
+            value = fn(item)
+        except (Exception, SystemExit) as exc:
+            error = (_type_name(exc), str(exc), traceback.format_exc())
+            sender.add(job_id, None, started, clock(), error)
+            batch = sender.batch
+            ids, values, starts, ends = batch.job_ids, batch.values, batch.started, batch.finished
+            continue
+
+        finished = clock()
+        if not ids:
+            sender.opened = started
+            sender.sampled = 0
+        ids.append(job_id)
+        values.append(value)
+        starts.append(started)
+        ends.append(finished)
+
+        # Sizing every value would cost more than the rest of this loop, so
+        # one value in _SAMPLE_EVERY is sized and stands for those after it.
+        size = _SIZES.get(type(value), 0)
+        if not size:
+            if not sender.sampled:
+                sender.estimate = estimate_size(value)
+            sender.sampled = (sender.sampled + 1) % _SAMPLE_EVERY
+            size = sender.estimate
+        sender.size += size
+
+        if sender.size >= limit or finished - sender.opened >= latency or finished - started >= latency:
+            sender.flush()
+            batch = sender.batch
+            ids, values, starts, ends = batch.job_ids, batch.values, batch.started, batch.finished
+
+
+_SAMPLE_EVERY = 16
+
+# Estimated encoded sizes of common result types, so that most values are
+# not inspected one by one.
+_SIZES: dict[type, int] = {int: 16, float: 16, bool: 8, type(None): 4}
 
 
 def _type_name(exc: BaseException) -> str:
@@ -152,16 +194,18 @@ class BatchSender:
         self._ring = ring
         self._conn = spec.results
         self._alive = alive
-        self._batch_bytes = spec.batch_bytes
-        self._latency = spec.batch_latency
+        self.batch_bytes = spec.batch_bytes
+        self.latency = spec.batch_latency
         self._prefix = f"{spec.segment_prefix}w{os.getpid()}-"
         self._segments = 0
         self._new_batch()
 
     def _new_batch(self) -> None:
-        self._batch = ResultBatch(os.getpid())
-        self._bytes = 0
-        self._opened = 0.0
+        self.batch = ResultBatch(os.getpid())
+        self.size = 0
+        self.opened = 0.0
+        self.sampled = 0
+        self.estimate = 0
 
     def add(
         self,
@@ -172,29 +216,29 @@ class BatchSender:
         error: tuple[str, str, str] | None,
     ) -> None:
         """Add one result; flush if the batch is full, old, or the job was slow."""
-        batch = self._batch
+        batch = self.batch
         if not batch.job_ids:
-            self._opened = started
+            self.opened = started
         if error is not None:
             batch.errors[len(batch.job_ids)] = error
         batch.job_ids.append(job_id)
         batch.values.append(value)
         batch.started.append(started)
         batch.finished.append(finished)
-        self._bytes += estimate_size(value)
+        self.size += estimate_size(value)
 
         # A job slower than the latency bound means the next one is likely
         # slow too, so its result goes out now instead of waiting for it.
         if (
-            self._bytes >= self._batch_bytes
-            or finished - self._opened >= self._latency
-            or finished - started >= self._latency
+            self.size >= self.batch_bytes
+            or finished - self.opened >= self.latency
+            or finished - started >= self.latency
         ):
             self.flush()
 
     def flush(self) -> None:
         """Write the pending batch into the ring and send its descriptor."""
-        batch = self._batch
+        batch = self.batch
         if not batch.job_ids:
             return
         self._new_batch()
