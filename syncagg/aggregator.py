@@ -18,6 +18,7 @@ from syncagg.checkpoint import Checkpoint, CheckpointState
 from syncagg.collector import Collector
 from syncagg.dispatcher import Dispatcher, default_key
 from syncagg.errors import InputError
+from syncagg.names import qualified_name
 from syncagg.outputs.base import Output, from_path, partial_path
 from syncagg.outputs.writer import OutputWriter
 from syncagg.pool import WorkerPool, check_picklable
@@ -233,7 +234,7 @@ class Aggregator:
         if self.checkpoint is None:
             return None
         fingerprint = {
-            "function": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
+            "function": qualified_name(fn),
             "strategy": self.strategy.describe(),
             "outputs": [output.describe() for output in self.outputs],
         }

@@ -86,8 +86,12 @@ class Checkpoint:
             return
 
         try:
-            with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as db:
-                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                tables = {row[0] for row in rows}
+            finally:
+                db.close()
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(
                 f"{str(self.path)!r} is not a readable checkpoint ({exc}); pass the path "

@@ -20,6 +20,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from syncagg.errors import WorkerStartError
+from syncagg.names import qualified_name
 from syncagg.ring import HEADER_SIZE, RingReader
 from syncagg.segments import (
     attach_segment,
@@ -149,7 +150,7 @@ class WorkerPool:
         code = slot.process.exitcode
         raise WorkerStartError(
             f"worker process {slot.process.pid} exited with code {code} before it could run "
-            f"{_describe(self._fn)}; under the {self._context.get_start_method()!r} start "
+            f"{qualified_name(self._fn)}; under the {self._context.get_start_method()!r} start "
             "method the function must be importable by module and name, and the main "
             "script must guard its entry point with `if __name__ == \"__main__\":`"
         )
@@ -195,12 +196,6 @@ class WorkerPool:
         slot.tasks.close()
         slot.results.close()
         slot.ring.release()
-
-
-def _describe(fn: Callable[[Any], Any]) -> str:
-    module = getattr(fn, "__module__", "?")
-    name = getattr(fn, "__qualname__", repr(fn))
-    return f"{module}.{name}"
 
 
 def check_picklable(fn: Callable[[Any], Any]) -> None:

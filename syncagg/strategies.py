@@ -12,16 +12,12 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
+from syncagg.names import qualified_name
 from syncagg.records import JobResult
 
 __all__ = ["Collect", "Merge", "Reduce", "Strategy", "Stream"]
 
 _MISSING: Any = object()
-
-
-def _name(fn: Callable[..., Any]) -> str:
-    module = getattr(fn, "__module__", None) or "?"
-    return f"{module}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
 def _check_callable(parameter: str, value: Any) -> None:
@@ -175,7 +171,7 @@ class Reduce(Strategy):
         self._acc = state
 
     def describe(self) -> str:
-        return f"Reduce({_name(self.fn)})"
+        return f"Reduce({qualified_name(self.fn)})"
 
 
 class Merge(Strategy):
@@ -220,7 +216,7 @@ class Merge(Strategy):
         self._merged = merged if present else _MISSING
 
     def describe(self) -> str:
-        return f"Merge({_name(self.fn)})"
+        return f"Merge({qualified_name(self.fn)})"
 
 
 class Stream(Strategy):
@@ -263,7 +259,7 @@ class Stream(Strategy):
         return None
 
     def describe(self) -> str:
-        return f"Stream({_name(self.consumer)})"
+        return f"Stream({qualified_name(self.consumer)})"
 
 
 def _copy(value: Any) -> Any:
