@@ -1,0 +1,71 @@
+"""Checks that run around every test: no leaked segments, processes, threads or descriptors."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from syncagg.segments import SHM_DIR
+
+# Long-lived helpers that multiprocessing starts once per interpreter.
+_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _segments() -> set[str]:
+    return {name for name in os.listdir(SHM_DIR) if name.startswith("syncagg-")}
+
+
+def _children() -> list[psutil.Process]:
+    children = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+            if child.status() == psutil.STATUS_ZOMBIE or any(h in command for h in _HELPERS):
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        children.append(child)
+    return children
+
+
+def _noop() -> None:
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_helpers() -> None:
+    """Start the resource tracker and the fork server up front, so the fd counts stay still."""
+    from multiprocessing import shared_memory
+
+    segment = shared_memory.SharedMemory(create=True, size=16)
+    segment.close()
+    segment.unlink()
+    process = multiprocessing.get_context("forkserver").Process(target=_noop)
+    process.start()
+    process.join()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a segment, a child process, a syncagg thread or a descriptor."""
+    segments = _segments()
+    descriptors = psutil.Process().num_fds()
+    yield
+
+    deadline = time.monotonic() + 5
+    while _children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leaked_children = [(c.pid, " ".join(c.cmdline())) for c in _children()]
+    assert leaked_children == []
+
+    threads = [t.name for t in threading.enumerate() if t.name.startswith("syncagg-")]
+    assert threads == []
+
+    assert _segments() - segments == set()
+    assert psutil.Process().num_fds() == descriptors

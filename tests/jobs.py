@@ -1,0 +1,67 @@
+"""Functions that tests run in worker processes.
+
+They live in a module of their own so that every start method, spawn
+included, can import them by name in a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def square(x: int) -> dict[str, int]:
+    """Return a small row for ``x``."""
+    return {"x": x, "square": x * x}
+
+
+def fail_on_multiples_of_seven(x: int) -> dict[str, int]:
+    """Return ``square(x)``, but raise ``ValueError`` when ``x`` is a multiple of 7."""
+    if x % 7 == 0:
+        raise ValueError(f"{x} is a multiple of 7")
+    return square(x)
+
+
+def always_fail(x: Any) -> None:
+    """Raise ``RuntimeError`` for every input."""
+    raise RuntimeError(f"cannot handle {x!r}")
+
+
+def sleepy_square(x: int) -> dict[str, int]:
+    """Return ``square(x)`` after sleeping 5 ms, so a run lasts long enough to be killed."""
+    time.sleep(0.005)
+    return square(x)
+
+
+def kill_self_on_13(x: int) -> dict[str, int]:
+    """SIGKILL the worker on input 13, as the OOM killer would."""
+    if x == 13:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return square(x)
+
+
+def vector(x: int) -> np.ndarray:
+    """Return a float64 array of 1000 copies of ``x``."""
+    return np.full(1000, float(x))
+
+
+def big_bytes(size: int) -> bytes:
+    """Return ``size`` bytes whose content depends on ``size``."""
+    return bytes([size % 251]) * size
+
+
+def add_square(total: int, row: dict[str, int]) -> int:
+    """Add a row's square to a running total."""
+    return total + row["square"]
+
+
+def mark_started(item: tuple[str, int]) -> bytes:
+    """Create a file named after the job in a folder, then return 200 kB."""
+    folder, x = item
+    Path(folder, str(x)).touch()
+    return bytes(200_000)
