@@ -9,9 +9,11 @@ either in all of them or in none.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,9 @@ logger = logging.getLogger("syncagg.checkpoint")
 FORMAT_VERSION = 1
 _TABLE = "syncagg"
 _BUSY_TIMEOUT = 10.0
+# A commit that takes longer than this is reported as failed: sqlitedict's
+# thread dies on a failed commit and its caller would otherwise wait forever.
+_COMMIT_TIMEOUT = 60.0
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Checkpoint:
         self.path = Path(path)
         self.fingerprint = fingerprint
         self._check_file()
+        self._lock = self._lock_file()
         try:
             self._db = SqliteDict(
                 str(self.path),
@@ -70,8 +76,28 @@ class Checkpoint:
                 timeout=_BUSY_TIMEOUT,
                 outer_stack=False,
             )
+            # sqlitedict turns synchronous off; a power loss could then corrupt the file.
+            self._db.conn.execute("PRAGMA synchronous=FULL")
         except Exception as exc:
+            os.close(self._lock)
             raise CheckpointError(f"cannot open checkpoint {str(self.path)!r}: {exc}") from exc
+
+    def _lock_file(self) -> int:
+        """Take an exclusive lock so that two runs never share one checkpoint.
+
+        ``flock`` locks are apart from the ``fcntl`` locks SQLite takes itself,
+        and the kernel drops them when a killed process's descriptors close.
+        """
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CheckpointError(
+                f"checkpoint {str(self.path)!r} is in use by another running process; "
+                "wait for that run to end, or pass another checkpoint path"
+            ) from None
+        return fd
 
     def _check_file(self) -> None:
         if not self.path.parent.is_dir():
@@ -163,16 +189,46 @@ class Checkpoint:
         try:
             for key, value in values.items():
                 self._db[key] = value
-            self._db.commit(blocking=True)
+            self._commit()
+        except CheckpointError:
+            raise
         except Exception as exc:
             raise CheckpointError(f"writing checkpoint {str(self.path)!r} failed: {exc}") from exc
         logger.info(
             "checkpoint %s: %d jobs done, status %s", self.path, len(state.done), state.status
         )
 
+    def _commit(self) -> None:
+        """Commit through sqlitedict's thread, waiting at most ``_COMMIT_TIMEOUT`` seconds."""
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def commit() -> None:
+            try:
+                self._db.commit(blocking=True)
+            except BaseException as exc:  # noqa: BLE001 - raised again below
+                errors.append(exc)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=commit, name="syncagg-checkpoint-commit", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + _COMMIT_TIMEOUT
+        while not done.wait(0.1):
+            if not self._db.conn.is_alive() or time.monotonic() > deadline:
+                cause = self._db.conn.exception
+                reason = cause[1] if cause else f"no answer within {_COMMIT_TIMEOUT:.0f} s"
+                raise CheckpointError(f"committing checkpoint {str(self.path)!r} failed: {reason}")
+        if errors:
+            raise errors[0]
+
     def close(self) -> None:
-        """Close the file; idempotent."""
+        """Close the file and release the run's lock; idempotent."""
+        if self._lock < 0:
+            return
         try:
             self._db.close()
         except Exception:
             logger.exception("closing checkpoint %s failed", self.path)
+        os.close(self._lock)
+        self._lock = -1

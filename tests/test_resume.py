@@ -1,0 +1,144 @@
+"""Resuming after a real kill: every output holds each record exactly once."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COUNT = 600
+EXPECTED_VALUE = sum(x * x for x in range(COUNT))
+
+
+def _start(out: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.resumable_run", str(out), str(COUNT)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _done_jobs(out: Path) -> int:
+    path = out / "run.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            row = db.execute("SELECT value FROM syncagg WHERE key = 'done'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+    if row is None:
+        return 0
+    return sum(stop - start for start, stop in pickle.loads(row[0]))
+
+
+def _wait_for_checkpoint(out: Path, process: subprocess.Popen[bytes], at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while _done_jobs(out) < at_least:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "no checkpoint within 60 s"
+        time.sleep(0.02)
+
+
+def _kill(process: subprocess.Popen[bytes], signum: int) -> int:
+    workers = psutil.Process(process.pid).children()
+    process.send_signal(signum)
+    code = process.wait(timeout=60)
+    if process.stderr:
+        process.stderr.close()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
+    return code
+
+
+def _finish(out: Path) -> dict[str, object]:
+    process = _start(out)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    return json.loads((out / "value.json").read_text())  # type: ignore[no-any-return]
+
+
+def _check_outputs(out: Path) -> None:
+    expected = list(range(COUNT))
+
+    lines = (out / "rows.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["x"] for line in lines) == expected
+
+    with open(out / "rows.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(int(row["x"]) for row in rows) == expected
+
+    table = pq.read_table(out / "rows.parquet")
+    assert sorted(table.column("x").to_pylist()) == expected
+    assert sorted(table.column("square").to_pylist()) == sorted(x * x for x in expected)
+
+    leftovers = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert leftovers == []
+
+
+def test_resume_after_sigkill(tmp_path: Path) -> None:
+    process = _start(tmp_path)
+    _wait_for_checkpoint(tmp_path, process, 100)
+    assert _kill(process, signal.SIGKILL) == -signal.SIGKILL
+    assert not (tmp_path / "rows.parquet").exists()
+
+    report = _finish(tmp_path)
+
+    assert report["value"] == EXPECTED_VALUE
+    assert report["counts"]["ok"] == COUNT  # type: ignore[index]
+    assert report["counts"]["resumed"] >= 100  # type: ignore[index]
+    _check_outputs(tmp_path)
+
+
+def test_resume_after_repeated_kills(tmp_path: Path) -> None:
+    for at_least in (60, 200, 380):
+        process = _start(tmp_path)
+        _wait_for_checkpoint(tmp_path, process, at_least)
+        _kill(process, signal.SIGKILL)
+
+    report = _finish(tmp_path)
+
+    assert report["value"] == EXPECTED_VALUE
+    assert report["counts"]["ok"] == COUNT  # type: ignore[index]
+    _check_outputs(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, -signal.SIGINT), (signal.SIGTERM, 128 + signal.SIGTERM)],
+    ids=["sigint", "sigterm"],
+)
+def test_resume_after_signal(tmp_path: Path, signum: int, code: int) -> None:
+    process = _start(tmp_path)
+    _wait_for_checkpoint(tmp_path, process, 100)
+    assert _kill(process, signum) == code
+
+    report = _finish(tmp_path)
+
+    assert report["value"] == EXPECTED_VALUE
+    _check_outputs(tmp_path)
+
+
+def test_rerun_after_finish(tmp_path: Path) -> None:
+    first = _finish(tmp_path)
+    contents = {p.name: p.read_bytes() for p in tmp_path.glob("rows.*")}
+
+    second = _finish(tmp_path)
+
+    assert second["value"] == first["value"]
+    assert second["counts"]["resumed"] == COUNT  # type: ignore[index]
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("rows.*")} == contents
