@@ -113,6 +113,7 @@ class WorkerPool:
     def replace(self, slot: Slot) -> Slot:
         """Start a new worker in the slot of one that exited."""
         slot.process.join()
+        slot.process.close()
         slot.tasks.close()
         slot.results.close()
         start = slot.ring.head
@@ -177,6 +178,8 @@ class WorkerPool:
 
     def terminate(self) -> None:
         """Kill every worker at once, for an interrupted run; ``close()`` still follows."""
+        if self._closed:
+            return
         for slot in self.slots:
             if slot.process.is_alive():
                 slot.process.kill()
@@ -193,6 +196,8 @@ class WorkerPool:
             slot.process.kill()
             slot.process.join()
 
+        # Releases the sentinel descriptor now, not when the object is collected.
+        slot.process.close()
         slot.tasks.close()
         slot.results.close()
         slot.ring.release()

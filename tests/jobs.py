@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 import time
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,8 @@ def mark_started(item: tuple[str, int]) -> bytes:
     folder, x = item
     Path(folder, str(x)).touch()
     return bytes(200_000)
+
+
+def parity_counter(x: int) -> Counter[str]:
+    """Return a Counter with one count for the parity of ``x``."""
+    return Counter(["even" if x % 2 == 0 else "odd"])
