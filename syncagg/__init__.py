@@ -36,6 +36,7 @@ _EXPORTS = {
     "StrategyError": "syncagg.errors",
     "Stream": "syncagg.strategies",
     "SyncaggError": "syncagg.errors",
+    "Threads": "syncagg.executors",
     "WorkerStartError": "syncagg.errors",
 }
 
@@ -43,6 +44,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from syncagg.aggregator import Aggregator
+    from syncagg.executors import Threads
     from syncagg.errors import (
         CheckpointError,
         CheckpointMismatchError,

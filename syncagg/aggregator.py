@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,13 +19,16 @@ from syncagg.checkpoint import Checkpoint, CheckpointState
 from syncagg.collector import Collector
 from syncagg.dispatcher import Dispatcher, default_key
 from syncagg.errors import InputError
+from syncagg.executors import ExecutorSource, FutureSource, Threads
 from syncagg.names import qualified_name
 from syncagg.outputs.base import Output, from_path, partial_path
 from syncagg.outputs.writer import OutputWriter
 from syncagg.pool import WorkerPool, check_picklable
+from syncagg.processes import ProcessSource
 from syncagg.progress import PeakMemory, Progress
 from syncagg.runner import RunLoop
 from syncagg.segments import purge_stale_segments
+from syncagg.source import Source
 from syncagg.strategies import Collect, Strategy
 from syncagg.summary import RunSummary
 
@@ -54,8 +58,15 @@ class Aggregator:
     checkpoint : path, optional
         SQLite file that records progress. Running the same configuration
         again resumes from it; a finished run is not repeated.
-    workers : int, optional
-        Worker processes; by default the number of CPUs this process may use.
+    workers : int or Threads, optional
+        Worker processes; by default the number of CPUs this process may
+        use. ``Threads(n)`` runs jobs in ``n`` threads of this process
+        instead, for functions that wait on I/O. With ``executor``, the
+        number of the executor's workers (chunks in flight are twice that).
+    executor : concurrent.futures.Executor, optional
+        Run jobs through an executor the caller owns, such as a
+        ``ProcessPoolExecutor`` or Dask's ``Client.get_executor()`` (a Dask
+        ``Client`` is accepted too). The caller shuts it down.
     progress : bool, default True
         Show a tqdm progress bar on standard error.
     key : callable, optional
@@ -90,7 +101,8 @@ class Aggregator:
         strategy: Strategy | None = None,
         outputs: Sequence[Output | str | os.PathLike[str]] = (),
         checkpoint: str | os.PathLike[str] | None = None,
-        workers: int | None = None,
+        workers: int | Threads | None = None,
+        executor: Executor | Any | None = None,
         progress: bool = True,
         key: Callable[[Any], str] = default_key,
         retries: int = 1,
@@ -112,7 +124,16 @@ class Aggregator:
         self.outputs = [_as_output(output) for output in outputs]
         _check_distinct(self.outputs)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.workers = _usable_cpus() if workers is None else _positive_int("workers", workers)
+        self.threads = workers if isinstance(workers, Threads) else None
+        self.executor = _as_executor(executor)
+        if self.threads is not None and self.executor is not None:
+            raise ValueError("pass either workers=Threads(n) or executor=..., not both")
+        if self.threads is not None:
+            self.workers = self.threads.count
+        elif workers is not None:
+            self.workers = _positive_int("workers", workers)
+        else:
+            self.workers = getattr(self.executor, "_max_workers", None) or _usable_cpus()
         self.progress = bool(progress)
         self.key = key
         self.retries = _non_negative_int("retries", retries)
@@ -128,7 +149,7 @@ class Aggregator:
         self.start_method = start_method
 
         region = self.ring_size // self.workers
-        if region < _MiB:
+        if self.threads is None and self.executor is None and region < _MiB:
             raise ValueError(
                 f"ring_size={self.ring_size} gives each of the {self.workers} workers "
                 f"{region} bytes; give each worker at least 1 MiB (ring_size >= {self.workers * _MiB})"
@@ -155,23 +176,57 @@ class Aggregator:
         SystemExit
             With code 143 on SIGTERM, after the same steps as for Ctrl-C.
         """
-        check_picklable(fn)
+        if self.threads is None and self.executor is None:
+            check_picklable(fn)
+        return self._execute(qualified_name(fn), lambda: self._source(fn), inputs, self.chunksize)
+
+    def collect(self, futures: Iterable[Future[Any]]) -> RunSummary:
+        """Aggregate futures from an executor the caller owns, as they complete.
+
+        Each future is one job, numbered in the order ``futures`` yields
+        them; its result is the job's value and its exception a failed job.
+        Strategies, outputs, checkpoints and progress work as in ``run``;
+        on a resume, futures of jobs done earlier are skipped. Raises what
+        ``run`` raises.
+        """
+        slots = self.workers * 2
+        return self._execute("concurrent.futures", lambda: FutureSource(slots), futures, chunksize=1)
+
+    def _source(self, fn: Callable[[Any], Any]) -> Source:
+        if self.threads is not None:
+            return ExecutorSource.threads(self.threads, fn)
+        if self.executor is not None:
+            return ExecutorSource(self.executor, fn, slots=self.workers * 2, owned=False)
+
+        context = multiprocessing.get_context(self.start_method)
+        region = self.ring_size // self.workers
+        pool = WorkerPool(fn, self.workers, region, self.batch_bytes, self.batch_latency, context)
+        return ProcessSource(pool)
+
+    def _execute(
+        self,
+        function: str,
+        make_source: Callable[[], Source],
+        inputs: Iterable[Any],
+        chunksize: int | None,
+    ) -> RunSummary:
         began = time.perf_counter()
-        checkpoint = self._open_checkpoint(fn)
+        checkpoint = self._open_checkpoint(function)
         try:
             state = checkpoint.load() if checkpoint else None
             if state is not None and state.status == "finished":
                 logger.info("checkpoint %s records a finished run; nothing to do", self.checkpoint)
                 return self._finished_summary(state, began)
-            return self._run(fn, inputs, checkpoint, state or CheckpointState(), began)
+            return self._run(make_source, inputs, chunksize, checkpoint, state or CheckpointState(), began)
         finally:
             if checkpoint is not None:
                 checkpoint.close()
 
     def _run(
         self,
-        fn: Callable[[Any], Any],
+        make_source: Callable[[], Source],
         inputs: Iterable[Any],
+        chunksize: int | None,
         checkpoint: Checkpoint | None,
         state: CheckpointState,
         began: float,
@@ -186,23 +241,22 @@ class Aggregator:
         progress = Progress(self.progress, total, resumed, state.counts.get("failed", 0))
         memory = PeakMemory()
         writers: list[OutputWriter] = []
-        pool: WorkerPool | None = None
+        source: Source | None = None
         loop: RunLoop | None = None
         try:
             writers = self._open_writers(state)
-            context = multiprocessing.get_context(self.start_method)
-            pool = WorkerPool(fn, self.workers, self.ring_size // self.workers, self.batch_bytes, self.batch_latency, context)
-            dispatcher = Dispatcher(inputs, self.workers, state.done, self.key, self.chunksize, self.retries, total)
+            source = make_source()
+            dispatcher = Dispatcher(inputs, source.slots, state.done, self.key, chunksize, self.retries, total)
             collector = Collector(self.key, self.strategy, writers, progress, state.done, state.counts, state.failures)
             loop = RunLoop(
-                pool, dispatcher, collector, checkpoint, state,
+                source, dispatcher, collector, checkpoint, state,
                 self.checkpoint_seconds, self.checkpoint_results, memory,
             )
             _wait_for(loop)
         finally:
             completed = loop is not None and loop.completed
-            if pool is not None:
-                pool.close()
+            if source is not None:
+                source.close()
             for writer in writers:
                 writer.stop(discard=checkpoint is None and not completed)
             progress.close()
@@ -230,11 +284,11 @@ class Aggregator:
             stall_seconds={str(w.output.path): w.stall_seconds for w in writers},
         )
 
-    def _open_checkpoint(self, fn: Callable[[Any], Any]) -> Checkpoint | None:
+    def _open_checkpoint(self, function: str) -> Checkpoint | None:
         if self.checkpoint is None:
             return None
         fingerprint = {
-            "function": qualified_name(fn),
+            "function": function,
             "strategy": self.strategy.describe(),
             "outputs": [output.describe() for output in self.outputs],
         }
@@ -290,7 +344,7 @@ def _stop(loop: RunLoop, thread: threading.Thread) -> None:
             thread.join(0.1)
     except (KeyboardInterrupt, _Terminated):
         # A second interrupt stops waiting for the collector thread.
-        loop.pool.terminate()
+        loop.source.terminate()
 
 
 @contextlib.contextmanager
@@ -312,6 +366,19 @@ def _sigterm_raises() -> Iterator[None]:
 def _already_published(output: Output) -> bool:
     partials = (partial_path(output.path), partial_path(output.path, ".parts"))
     return output.path.exists() and not any(p.exists() for p in partials)
+
+
+def _as_executor(executor: Any) -> Executor | None:
+    if executor is None or isinstance(executor, Executor):
+        return executor
+    get_executor = getattr(executor, "get_executor", None)
+    if callable(get_executor):
+        # A dask.distributed Client: its executor returns concurrent.futures.Future.
+        return get_executor()  # type: ignore[no-any-return]
+    raise TypeError(
+        f"executor must be a concurrent.futures.Executor or a dask.distributed.Client, "
+        f"got {executor!r} of type {type(executor).__qualname__}"
+    )
 
 
 def _as_output(output: Output | str | os.PathLike[str]) -> Output:

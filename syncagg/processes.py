@@ -1,0 +1,134 @@
+"""Running jobs in worker processes that return results through the ring."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from syncagg.dispatcher import Chunk, Dispatcher
+from syncagg.pool import Slot, WorkerPool
+from syncagg.records import JobError, JobResult, Status
+from syncagg.source import Sink, Source
+
+__all__ = ["ProcessSource"]
+
+logger = logging.getLogger("syncagg.processes")
+
+
+class ProcessSource(Source):
+    """Send chunks on each worker's task pipe and read batches from its ring region."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+        self.slots = len(pool.slots)
+
+    def dispatch(self, dispatcher: Dispatcher, sink: Sink) -> None:
+        for slot in self.pool.slots:
+            chunk = dispatcher.next_chunk(slot.index)
+            if chunk is not None:
+                self._send(slot, chunk, dispatcher, sink)
+
+    def poll(self, timeout: float, dispatcher: Dispatcher, sink: Sink) -> None:
+        sources: dict[Any, tuple[Slot, bool]] = {}
+        for slot in self.pool.slots:
+            sources[slot.results] = (slot, True)
+            sources[slot.process.sentinel] = (slot, False)
+
+        for ready in wait(list(sources), timeout=timeout):
+            slot, is_result_pipe = sources[ready]
+            if is_result_pipe:
+                self._receive(slot, sink)
+            else:
+                self._worker_exited(slot, dispatcher, sink)
+
+    def terminate(self) -> None:
+        self.pool.terminate()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _receive(self, slot: Slot, sink: Sink) -> None:
+        """Handle every message waiting on a worker's result pipe; never blocks."""
+        conn: Connection = slot.results
+        try:
+            while conn.poll(0):
+                message = conn.recv()
+                if message[0] == "ready":
+                    slot.ready = True
+                else:
+                    sink.add_batch(slot.index, self.pool.read(slot, message))
+        except (EOFError, OSError):
+            # The worker is gone; its sentinel reports it.
+            return
+
+    def _worker_exited(self, slot: Slot, dispatcher: Dispatcher, sink: Sink) -> None:
+        """Collect what a dead worker sent, settle its jobs and start a replacement."""
+        self._receive(slot, sink)
+        self.pool.check_start(slot)
+        slot.process.join()
+
+        code = slot.process.exitcode
+        if code is not None and code < 0:
+            cause = f"exited with signal {-code}"
+        else:
+            cause = f"exited with code {code}"
+        pid = slot.process.pid or 0
+        running = slot.ring.running_job()
+        sink.add_failures(dispatcher.worker_died(slot.index, pid, running, cause))
+        logger.warning("worker %d (pid %d) %s; starting a replacement", slot.index, pid, cause)
+        self.pool.replace(slot)
+
+    def _send(self, slot: Slot, chunk: Chunk, dispatcher: Dispatcher, sink: Sink) -> None:
+        try:
+            payload = pickle.dumps(chunk.message(), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            chunk = _drop_unpicklable(chunk, dispatcher, sink)
+            if not chunk.items:
+                return
+            payload = pickle.dumps(chunk.message(), protocol=pickle.HIGHEST_PROTOCOL)
+
+        dispatcher.register(slot.index, chunk)
+        try:
+            slot.tasks.send_bytes(payload)
+        except OSError:
+            # A dead worker's jobs are settled when its sentinel fires.
+            return
+
+
+def _drop_unpicklable(chunk: Chunk, dispatcher: Dispatcher, sink: Sink) -> Chunk:
+    """Fail the inputs that cannot be pickled and return a chunk of the rest."""
+    kept = Chunk([], [], [])
+    failed = []
+    for job_id, item, attempts in zip(chunk.job_ids, chunk.items, chunk.attempts):
+        try:
+            pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            failed.append(_unpicklable(job_id, dispatcher.key(item), item, attempts + 1, exc))
+            continue
+        assert isinstance(kept.job_ids, list)
+        kept.job_ids.append(job_id)
+        kept.items.append(item)
+        kept.attempts.append(attempts)
+
+    sink.add_failures(failed)
+    return kept
+
+
+def _unpicklable(job_id: int, key: str, item: Any, attempts: int, exc: Exception) -> JobResult:
+    message = (
+        f"input of type {type(item).__qualname__} cannot be pickled for a worker "
+        f"process ({exc}); pass inputs of plain data such as paths, strings or dicts"
+    )
+    return JobResult(
+        job_id=job_id,
+        key=key,
+        status=Status.FAILED,
+        value=None,
+        error=JobError("syncagg.UnpicklableInput", message),
+        worker_pid=0,
+        started=0.0,
+        finished=0.0,
+        attempts=attempts,
+    )
