@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,21 @@ _HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
 def _segments() -> set[str]:
-    return {name for name in os.listdir(SHM_DIR) if name.startswith("syncagg-")}
+    """Segments owned by this process, its children, or a process that is gone.
+
+    Segments of other live processes belong to other test runs on the same
+    machine and are not this test's business.
+    """
+    ours = {os.getpid()} | {child.pid for child in psutil.Process().children(recursive=True)}
+    found = set()
+    for name in os.listdir(SHM_DIR):
+        match = re.match(r"syncagg-(\d+)-", name)
+        if match is None:
+            continue
+        owner = int(match.group(1))
+        if owner in ours or not psutil.pid_exists(owner):
+            found.add(name)
+    return found
 
 
 def _children() -> list[psutil.Process]:

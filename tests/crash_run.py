@@ -1,0 +1,87 @@
+"""The run of ``tests.resumable_run`` with a SIGKILL at a chosen point.
+
+    python -m tests.crash_run POINT AFTER OUT COUNT
+
+POINT names where the process kills itself, on the AFTER-th time it gets
+there (counting from 1):
+
+- ``checkpoint-staged``: the checkpoint's values are written into the
+  SQLite transaction but not committed.
+- ``checkpoint-committed``: right after a checkpoint commit.
+- ``jsonl-write``: half way through writing a batch of JSON Lines.
+- ``parquet-row-group``: after a row group went into an open Parquet part.
+- ``after-rename``: right after an output was renamed to its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from syncagg import checkpoint
+from syncagg.outputs import files, jsonlines
+from tests import resumable_run
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _counting(original: Callable[..., Any], after: int, before: bool) -> Callable[..., Any]:
+    calls = 0
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if before and calls == after:
+            _die()
+        result = original(*args, **kwargs)
+        if not before and calls == after:
+            _die()
+        return result
+
+    return wrapper
+
+
+def _half_write(original: Callable[..., Any], after: int) -> Callable[..., Any]:
+    calls = 0
+
+    def write(self: jsonlines.JsonLines, rows: list[dict[str, Any]]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == after and len(rows) > 1:
+            original(self, rows[: len(rows) // 2])
+            self._file.flush()
+            _die()
+        original(self, rows)
+
+    return write
+
+
+def main() -> None:
+    point, after = sys.argv[1], int(sys.argv[2])
+    sys.argv = [sys.argv[0], *sys.argv[3:]]
+
+    if point == "checkpoint-staged":
+        checkpoint.Checkpoint._commit = _counting(checkpoint.Checkpoint._commit, after, before=True)  # type: ignore[method-assign]
+    elif point == "checkpoint-committed":
+        checkpoint.Checkpoint._commit = _counting(checkpoint.Checkpoint._commit, after, before=False)  # type: ignore[method-assign]
+    elif point == "jsonl-write":
+        jsonlines.JsonLines.write = _half_write(jsonlines.JsonLines.write, after)  # type: ignore[method-assign]
+    elif point == "parquet-row-group":
+        pq.ParquetWriter.write_table = _counting(pq.ParquetWriter.write_table, after, before=False)  # type: ignore[method-assign]
+    elif point == "after-rename":
+        files.os.replace = _counting(os.replace, after, before=False)  # type: ignore[attr-defined]
+    else:
+        raise SystemExit(f"unknown crash point {point!r}")
+
+    resumable_run.main()
+
+
+if __name__ == "__main__":
+    main()
