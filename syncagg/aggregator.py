@@ -211,7 +211,7 @@ class Aggregator:
         chunksize: int | None,
     ) -> RunSummary:
         began = time.perf_counter()
-        checkpoint = self._open_checkpoint(function)
+        checkpoint = self._open_checkpoint(function, inputs)
         try:
             state = checkpoint.load() if checkpoint else None
             if state is not None and state.status == "finished":
@@ -284,13 +284,14 @@ class Aggregator:
             stall_seconds={str(w.output.path): w.stall_seconds for w in writers},
         )
 
-    def _open_checkpoint(self, function: str) -> Checkpoint | None:
+    def _open_checkpoint(self, function: str, inputs: Iterable[Any]) -> Checkpoint | None:
         if self.checkpoint is None:
             return None
         fingerprint = {
             "function": function,
             "strategy": self.strategy.describe(),
             "outputs": [output.describe() for output in self.outputs],
+            "inputs": _describe_inputs(inputs),
         }
         return Checkpoint(self.checkpoint, fingerprint)
 
@@ -366,6 +367,16 @@ def _sigterm_raises() -> Iterator[None]:
 def _already_published(output: Output) -> bool:
     partials = (partial_path(output.path), partial_path(output.path, ".parts"))
     return output.path.exists() and not any(p.exists() for p in partials)
+
+
+def _describe_inputs(inputs: Iterable[Any]) -> str:
+    """Describe the inputs for the fingerprint: a range in full, a sized collection by length."""
+    if isinstance(inputs, range):
+        return repr(inputs)
+    kind = type(inputs).__qualname__
+    if hasattr(inputs, "__len__"):
+        return f"{kind} of {len(inputs)} items"  # type: ignore[arg-type]
+    return kind
 
 
 def _as_executor(executor: Any) -> Executor | None:

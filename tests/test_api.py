@@ -60,3 +60,11 @@ def test_checkpoint_folder_missing(tmp_path: Path) -> None:
     aggregator = sa.Aggregator(workers=1, progress=False, checkpoint=tmp_path / "no" / "run.sqlite")
     with pytest.raises(sa.CheckpointError, match=r"folder .* does not exist; create it first"):
         aggregator.run(jobs.square, range(3))
+
+
+def test_checkpoint_of_other_inputs_raises(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run.sqlite"
+    sa.Aggregator(workers=1, progress=False, checkpoint=checkpoint).run(jobs.square, range(3))
+    aggregator = sa.Aggregator(workers=1, progress=False, checkpoint=checkpoint)
+    with pytest.raises(sa.CheckpointMismatchError, match=r"inputs: checkpoint has 'range\(0, 3\)', this run has 'range\(0, 4\)'"):
+        aggregator.run(jobs.square, range(4))
