@@ -2,9 +2,12 @@
 
 A worker gathers its results into a ``ResultBatch`` and flushes it when the
 batch reaches ``batch_bytes`` (estimated) or has waited ``batch_latency``
-seconds. The batch is pickled with protocol 5 so that large buffers (numpy
-arrays, ``bytes``, Arrow buffers) stay out of band: each is copied once into
-the ring and once out of it into its own ``bytearray``, never through a pipe.
+seconds. The batch is pickled with protocol 5 so that numpy arrays, Arrow
+buffers and ``memoryview`` values (through a reducer in this module) stay out
+of band. Each such buffer is copied once into the ring and once out of it
+into its own ``bytearray``, never through a pipe. ``bytes`` and
+``bytearray`` values travel inside the pickle stream, because pickle has no
+out-of-band form for them.
 
 Message layout in the ring, all integers little-endian::
 
@@ -23,8 +26,11 @@ segment of its own that the parent unlinks after reading.
 
 from __future__ import annotations
 
+import copyreg
+import io
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +87,7 @@ class EncodedMessage:
 
     def __init__(self, obj: Any) -> None:
         self.buffers: list[memoryview] = []
-        self.payload = pickle.dumps(obj, protocol=5, buffer_callback=self._keep)
+        self.payload = _dumps(obj, self._keep)
 
         header = _HEAD.size + _LENGTH.size * len(self.buffers)
         self._payload_at = header
@@ -111,6 +117,43 @@ class EncodedMessage:
         for buffer in self.buffers:
             buffer.release()
         self.buffers.clear()
+
+
+def _dumps(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any]) -> bytes:
+    stream = io.BytesIO()
+    pickler = pickle.Pickler(stream, protocol=5, buffer_callback=buffer_callback)
+    # Built per call, so that reducers registered with copyreg later still apply.
+    pickler.dispatch_table = {**copyreg.dispatch_table, memoryview: _reduce_memoryview}
+    pickler.dump(obj)
+    return stream.getvalue()
+
+
+def _reduce_memoryview(view: memoryview) -> tuple[Any, ...]:
+    """Reduce a ``memoryview``, which pickle rejects, to its bytes, format and shape.
+
+    Raises ``TypeError`` for a format that ``memoryview.cast`` cannot
+    rebuild, such as the structured formats of numpy record arrays.
+    """
+    try:
+        memoryview(bytes(view.itemsize)).cast(view.format)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"cannot pickle a memoryview of format {view.format!r}; only native "
+            "single-character formats such as 'B' or 'd' can be rebuilt"
+        ) from None
+    data = pickle.PickleBuffer(view) if view.c_contiguous else view.tobytes()
+    return (_rebuild_memoryview, (data, view.format, view.shape, view.readonly))
+
+
+def _rebuild_memoryview(data: Any, item_format: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
+    view = memoryview(data)
+    if view.readonly and not readonly:
+        # A non-contiguous view arrives as bytes; keep the original writable.
+        view = memoryview(bytearray(view))
+    if 0 in shape:
+        # memoryview.cast rejects a shape with a zero, so an empty view comes back flat.
+        return view.cast("B").cast(item_format)
+    return view.cast("B").cast(item_format, shape)
 
 
 def encode_message(obj: Any) -> EncodedMessage:

@@ -11,7 +11,6 @@ writer killed while holding it would block every other worker forever.
 from __future__ import annotations
 
 import os
-import pickle
 import queue
 import signal
 import threading
@@ -282,7 +281,8 @@ def _encode_batch(batch: ResultBatch) -> Any:
         if i in batch.errors:
             continue
         try:
-            pickle.dumps(value, protocol=5, buffer_callback=lambda b: None)
+            # The same pickler as for the batch, so a value it accepts passes here.
+            encode_message(value).release()
         except Exception as exc:
             batch.values[i] = None
             batch.errors[i] = (
