@@ -88,13 +88,22 @@ class RingWriter:
         """Advance the tail past a message that has been written."""
         self.tail = end
 
+    def _has_space(self, end: int) -> bool:
+        # Bytes skipped before a wrapped message were never written. Once the
+        # parent has released every message (head == tail), the whole area is
+        # free even when ``end - head``, which counts the skipped bytes,
+        # exceeds the capacity. Without this case a message larger than both
+        # the skipped bytes and the bytes before the tail would wait forever.
+        head = self._head()
+        return end - head <= self.capacity or head >= self.tail
+
     def _wait_for_space(self, end: int, alive: Callable[[], bool]) -> None:
-        if end - self._head() <= self.capacity:
+        if self._has_space(end):
             return
 
         began = time.perf_counter()
         sleep = 0.0001
-        while end - self._head() > self.capacity:
+        while not self._has_space(end):
             if not alive():
                 raise ConnectionError("the parent process is gone")
             time.sleep(sleep)
