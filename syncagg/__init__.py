@@ -25,6 +25,7 @@ _EXPORTS = {
     "JobError": "syncagg.records",
     "JobResult": "syncagg.records",
     "JsonLines": "syncagg.outputs.jsonlines",
+    "MemoryLimitError": "syncagg.memory",
     "Merge": "syncagg.strategies",
     "Output": "syncagg.outputs.base",
     "OutputError": "syncagg.errors",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
         SyncaggError,
         WorkerStartError,
     )
+    from syncagg.memory import MemoryLimitError
     from syncagg.outputs.base import Output
     from syncagg.outputs.csvfile import Csv
     from syncagg.outputs.jsonlines import JsonLines

@@ -20,12 +20,13 @@ from syncagg.collector import Collector
 from syncagg.dispatcher import Dispatcher, default_key
 from syncagg.errors import InputError
 from syncagg.executors import ExecutorSource, FutureSource, Threads
+from syncagg.memory import MemoryBudget, PeakMemory, format_bytes, parse_memory
 from syncagg.names import qualified_name
 from syncagg.outputs.base import Output, from_path, partial_path
 from syncagg.outputs.writer import OutputWriter
 from syncagg.pool import WorkerPool, check_picklable
 from syncagg.processes import ProcessSource
-from syncagg.progress import PeakMemory, Progress
+from syncagg.progress import Progress
 from syncagg.runner import RunLoop
 from syncagg.segments import purge_stale_segments
 from syncagg.source import Source
@@ -34,7 +35,7 @@ from syncagg.summary import RunSummary
 
 __all__ = ["Aggregator"]
 
-logger = logging.getLogger("syncagg")
+logger = logging.getLogger("syncagg.aggregator")
 
 _MiB = 1024 * 1024
 _START_METHODS = ("fork", "forkserver", "spawn")
@@ -68,7 +69,9 @@ class Aggregator:
         ``ProcessPoolExecutor`` or Dask's ``Client.get_executor()`` (a Dask
         ``Client`` is accepted too). The caller shuts it down.
     progress : bool, default True
-        Show a tqdm progress bar on standard error.
+        Show a tqdm progress bar on standard error. When standard error is
+        not a terminal, log one INFO line on the ``syncagg`` logger every
+        ``progress_interval`` seconds instead.
     key : callable, optional
         ``key(input) -> str`` names an input in records and errors; by
         default the input itself for strings and paths, else its ``repr``.
@@ -94,6 +97,19 @@ class Aggregator:
         collector waits for the writer.
     start_method : {"fork", "forkserver", "spawn"}, optional
         The multiprocessing start method; by default Python's default.
+    timeout : float, optional
+        Seconds a job may run in a worker process. The worker of a job that
+        runs longer is killed and replaced; the job is retried like one whose
+        worker died, then failed with the error type ``syncagg.Timeout``.
+        Only for worker processes, not with ``Threads`` or ``executor``.
+    max_memory : int or str, optional
+        Memory budget of the parent and its worker processes together: bytes,
+        or a string such as ``"4GiB"`` or ``"512MiB"``. Above 90% of it, new
+        jobs wait until those in flight are collected, and a WARNING is
+        logged. With ``Collect``, usage above the budget raises
+        ``MemoryLimitError``.
+    progress_interval : float, default 10.0
+        Seconds between progress log lines when standard error is not a terminal.
     """
 
     def __init__(
@@ -114,6 +130,9 @@ class Aggregator:
         checkpoint_results: int = 100_000,
         queue_size: int = 16,
         start_method: str | None = None,
+        timeout: float | None = None,
+        max_memory: int | str | None = None,
+        progress_interval: float = 10.0,
     ) -> None:
         self.strategy = strategy if strategy is not None else Collect()
         if not isinstance(self.strategy, Strategy):
@@ -147,6 +166,14 @@ class Aggregator:
         if start_method is not None and start_method not in _START_METHODS:
             raise ValueError(f"start_method must be one of {_START_METHODS} or None, got {start_method!r}")
         self.start_method = start_method
+        self.timeout = None if timeout is None else _positive_float("timeout", timeout)
+        if self.timeout is not None and (self.threads is not None or self.executor is not None):
+            raise ValueError(
+                "timeout works with worker processes only, because a thread or an executor's "
+                "job cannot be stopped; drop workers=Threads(n) or executor=..., or drop timeout"
+            )
+        self.max_memory = None if max_memory is None else parse_memory(max_memory)
+        self.progress_interval = _positive_float("progress_interval", progress_interval)
 
         region = self.ring_size // self.workers
         if self.threads is None and self.executor is None and region < _MiB:
@@ -201,7 +228,7 @@ class Aggregator:
         context = multiprocessing.get_context(self.start_method)
         region = self.ring_size // self.workers
         pool = WorkerPool(fn, self.workers, region, self.batch_bytes, self.batch_latency, context)
-        return ProcessSource(pool)
+        return ProcessSource(pool, self.timeout)
 
     def _execute(
         self,
@@ -238,8 +265,14 @@ class Aggregator:
             self.strategy.restore(state.strategy)
 
         total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
-        progress = Progress(self.progress, total, resumed, state.counts.get("failed", 0))
+        progress = Progress(
+            self.progress, total, resumed, state.counts.get("failed", 0), self.progress_interval
+        )
         memory = PeakMemory()
+        budget = None
+        if self.max_memory is not None:
+            budget = MemoryBudget(self.max_memory, collecting=isinstance(self.strategy, Collect))
+        self._log_start(total, resumed)
         writers: list[OutputWriter] = []
         source: Source | None = None
         loop: RunLoop | None = None
@@ -250,7 +283,7 @@ class Aggregator:
             collector = Collector(self.key, self.strategy, writers, progress, state.done, state.counts, state.failures)
             loop = RunLoop(
                 source, dispatcher, collector, checkpoint, state,
-                self.checkpoint_seconds, self.checkpoint_results, memory,
+                self.checkpoint_seconds, self.checkpoint_results, memory, budget,
             )
             _wait_for(loop)
         finally:
@@ -273,6 +306,10 @@ class Aggregator:
 
         memory.sample(force=True)
         counts = {**collector.counts, "resumed": resumed}
+        logger.info(
+            "run finished in %.1f s: %d jobs ok, %d failed, %d done by an earlier run",
+            time.perf_counter() - began, counts["ok"], counts["failed"], resumed,
+        )
         return RunSummary(
             value=self.strategy.value(),
             counts=counts,
@@ -282,6 +319,23 @@ class Aggregator:
             elapsed=time.perf_counter() - began,
             peak_memory=memory.peak,
             stall_seconds={str(w.output.path): w.stall_seconds for w in writers},
+        )
+
+    def _log_start(self, total: int | None, resumed: int) -> None:
+        if self.threads is not None:
+            where = f"{self.workers} threads"
+        elif self.executor is not None:
+            where = f"executor {type(self.executor).__qualname__}"
+        else:
+            where = f"{self.workers} worker processes"
+        budget = "" if self.max_memory is None else f", memory budget {format_bytes(self.max_memory)}"
+        logger.info(
+            "starting a run of %s jobs in %s with strategy %s%s; %d jobs done by an earlier run",
+            "an unknown number of" if total is None else total,
+            where,
+            self.strategy.describe(),
+            budget,
+            resumed,
         )
 
     def _open_checkpoint(self, function: str, inputs: Iterable[Any]) -> Checkpoint | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
+import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -18,11 +20,22 @@ logger = logging.getLogger("syncagg.processes")
 
 
 class ProcessSource(Source):
-    """Send chunks on each worker's task pipe and read batches from its ring region."""
+    """Send chunks on each worker's task pipe and read batches from its ring region.
 
-    def __init__(self, pool: WorkerPool) -> None:
+    With ``timeout`` (seconds), a worker whose job runs longer is killed and
+    replaced, and the job counts as an attempt like one whose worker died:
+    it is retried, or failed with the error type ``syncagg.Timeout`` once out
+    of retries.
+    """
+
+    def __init__(self, pool: WorkerPool, timeout: float | None = None) -> None:
         self.pool = pool
         self.slots = len(pool.slots)
+        self.timeout = timeout
+        # Slot index -> (job id the worker published as running, when the
+        # parent first saw it). The clock starts at that sighting, so a job is
+        # never killed early, only up to one poll late.
+        self._running: dict[int, tuple[int, float]] = {}
 
     def dispatch(self, dispatcher: Dispatcher, sink: Sink) -> None:
         for slot in self.pool.slots:
@@ -42,6 +55,8 @@ class ProcessSource(Source):
                 self._receive(slot, sink)
             else:
                 self._worker_exited(slot, dispatcher, sink)
+        if self.timeout is not None:
+            self._check_timeouts(dispatcher, sink)
 
     def terminate(self) -> None:
         self.pool.terminate()
@@ -59,25 +74,56 @@ class ProcessSource(Source):
                     slot.ready = True
                 else:
                     sink.add_batch(slot.index, self.pool.read(slot, message))
+                    # A worker that waited for ring space was not running a job
+                    # meanwhile, so its clock starts again.
+                    self._running.pop(slot.index, None)
         except (EOFError, OSError):
             # The worker is gone; its sentinel reports it.
             return
 
-    def _worker_exited(self, slot: Slot, dispatcher: Dispatcher, sink: Sink) -> None:
+    def _check_timeouts(self, dispatcher: Dispatcher, sink: Sink) -> None:
+        assert self.timeout is not None
+        now = time.monotonic()
+        for slot in list(self.pool.slots):
+            job = slot.ring.running_job()
+            seen = self._running.get(slot.index)
+            if job is None:
+                self._running.pop(slot.index, None)
+            elif seen is None or seen[0] != job:
+                self._running[slot.index] = (job, now)
+            elif now - seen[1] > self.timeout:
+                slot.process.kill()
+                self._worker_exited(slot, dispatcher, sink, timed_out=True)
+
+    def _worker_exited(self, slot: Slot, dispatcher: Dispatcher, sink: Sink, timed_out: bool = False) -> None:
         """Collect what a dead worker sent, settle its jobs and start a replacement."""
         self._receive(slot, sink)
         self.pool.check_start(slot)
         slot.process.join()
+        self._running.pop(slot.index, None)
 
         code = slot.process.exitcode
-        if code is not None and code < 0:
+        running = slot.ring.running_job()
+        if timed_out:
+            cause = f"was killed because its job ran longer than the {self.timeout:g} s timeout"
+        elif code is not None and code < 0:
             cause = f"exited with signal {-code}"
         else:
             cause = f"exited with code {code}"
         pid = slot.process.pid or 0
-        running = slot.ring.running_job()
-        sink.add_failures(dispatcher.worker_died(slot.index, pid, running, cause))
-        logger.warning("worker %d (pid %d) %s; starting a replacement", slot.index, pid, cause)
+        failures = dispatcher.worker_died(slot.index, pid, running, cause)
+        if timed_out:
+            failures = [_as_timeout(failure) for failure in failures]
+        sink.add_failures(failures)
+
+        if running is None:
+            logger.warning("worker %d (pid %d) %s; starting a replacement", slot.index, pid, cause)
+        else:
+            logger.warning(
+                "worker %d (pid %d) %s while running job %d; starting a replacement, and job %d "
+                "runs again unless it is out of retries",
+                slot.index, pid, cause, running, running,
+            )
         self.pool.replace(slot)
 
     def _send(self, slot: Slot, chunk: Chunk, dispatcher: Dispatcher, sink: Sink) -> None:
@@ -95,6 +141,12 @@ class ProcessSource(Source):
         except OSError:
             # A dead worker's jobs are settled when its sentinel fires.
             return
+
+
+def _as_timeout(failure: JobResult) -> JobResult:
+    """Give a job failed by its timeout the error type ``syncagg.Timeout``."""
+    assert failure.error is not None
+    return dataclasses.replace(failure, error=JobError("syncagg.Timeout", failure.error.message))
 
 
 def _drop_unpicklable(chunk: Chunk, dispatcher: Dispatcher, sink: Sink) -> Chunk:

@@ -30,7 +30,7 @@ import time
 from syncagg.checkpoint import Checkpoint, CheckpointState
 from syncagg.collector import Collector
 from syncagg.dispatcher import Dispatcher
-from syncagg.progress import PeakMemory
+from syncagg.memory import MemoryBudget, PeakMemory
 from syncagg.records import JobResult
 from syncagg.source import Source
 from syncagg.transport import ResultBatch
@@ -55,6 +55,7 @@ class RunLoop:
         checkpoint_seconds: float,
         checkpoint_results: int,
         memory: PeakMemory,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.source = source
         self.dispatcher = dispatcher
@@ -62,6 +63,7 @@ class RunLoop:
         self.checkpoint = checkpoint
         self.state = state
         self.memory = memory
+        self.budget = budget
         self.error: BaseException | None = None
         self.completed = False
         self._checkpoint_seconds = checkpoint_seconds
@@ -94,9 +96,16 @@ class RunLoop:
         source.dispatch(dispatcher, self)
         while not self._stop.is_set() and not dispatcher.finished:
             source.poll(_WAIT_SECONDS, dispatcher, self)
-            source.dispatch(dispatcher, self)
+            if self._may_dispatch():
+                source.dispatch(dispatcher, self)
             self._maybe_checkpoint()
             self.memory.sample()
+            self.collector.progress.tick()
+
+    def _may_dispatch(self) -> bool:
+        # Near the memory budget, new jobs wait for those in flight; raises
+        # MemoryLimitError when Collect has passed the budget.
+        return self.budget is None or self.budget.allows_dispatch(self.dispatcher.in_flight)
 
     def add_batch(self, slot: int, batch: ResultBatch) -> None:
         """Collect a batch of results from one slot; may block on a full writer queue."""
