@@ -1,0 +1,388 @@
+"""The ``syncagg`` command: run a function over input files, inspect a checkpoint.
+
+Exit codes: 0 every job succeeded, 1 some jobs failed, 2 invalid arguments,
+3 the run stopped on an error (reading inputs, writing outputs, the
+checkpoint, the strategy or the memory budget), 130 interrupted by Ctrl-C,
+143 stopped by SIGTERM. After 130 or 143 the checkpoint holds every job done
+so far, and the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+from tqdm import tqdm
+
+import syncagg
+from syncagg.cli_errors import UsageError
+from syncagg.cli_inputs import INPUT_FORMATS, open_inputs
+from syncagg.cli_inspect import describe_checkpoint, format_report
+from syncagg.cli_strategies import STRATEGY_FORMS, Aggregation, parse_strategy
+from syncagg.errors import CheckpointMismatchError, SyncaggError
+from syncagg.memory import format_bytes, parse_memory
+from syncagg.outputs.base import Output, from_path, json_default
+from syncagg.outputs.csvfile import Csv
+from syncagg.outputs.jsonlines import JsonLines
+from syncagg.outputs.parquet import Parquet
+from syncagg.summary import RunSummary
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED_JOBS = 1
+EXIT_USAGE = 2
+EXIT_RUN_ERROR = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+OUTPUT_FORMATS: dict[str, tuple[type[Output], str]] = {
+    JsonLines.format: (JsonLines, "JSON Lines: one JSON object per line"),
+    Csv.format: (Csv, "comma-separated values with a header row"),
+    Parquet.format: (Parquet, "Apache Parquet: one file with one schema"),
+}
+
+_FAILURES_SHOWN = 5
+
+logger = logging.getLogger("syncagg.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a usage error as one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``syncagg`` command with ``argv`` (default ``sys.argv[1:]``) and return its exit code."""
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    _configure_logging(arguments.verbose, arguments.quiet)
+    try:
+        return int(arguments.command(arguments))
+    except UsageError as exc:
+        print(f"syncagg {arguments.command_name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``syncagg`` command and its subcommands."""
+    parser = _Parser(
+        prog="syncagg",
+        description="Run a function over many inputs in parallel and aggregate the results.",
+        epilog="Exit codes: 0 all jobs ok, 1 some jobs failed, 2 invalid arguments, 3 the run "
+        "stopped on an error, 130 Ctrl-C, 143 SIGTERM. See docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncagg {syncagg.__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level, one line per failed job included")
+    common.add_argument("-q", "--quiet", action="store_true", help="show no progress and no summary; log warnings and errors only")
+
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, parser_class=_Parser)
+    _add_run(commands, common)
+
+    inspect = commands.add_parser(
+        "inspect", parents=[common], help="show what a checkpoint records", description="Show what a checkpoint records."
+    )
+    inspect.add_argument("checkpoint", metavar="CHECKPOINT", type=Path, help="the checkpoint file of a run")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    inspect.set_defaults(command=_inspect, command_name="inspect")
+
+    formats = commands.add_parser(
+        "formats", parents=[common], help="list the input and output formats", description="List the formats."
+    )
+    formats.set_defaults(command=_formats, command_name="formats")
+    return parser
+
+
+def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run a function over the rows of input files",
+        description="Run MODULE:FUNCTION on every row of the input files, in worker processes.",
+    )
+    run.add_argument("function", metavar="MODULE:FUNCTION", help="the function to run, importable by module and name, such as mypkg.jobs:analyze")
+    run.add_argument("inputs", metavar="INPUT", nargs="+", help="input files, read in order; the suffix (.jsonl, .csv, .parquet, .txt) sets the format; '-' reads standard input")
+    run.add_argument("--input-format", metavar="NAME", help=f"format of every INPUT instead of its suffix: {', '.join(INPUT_FORMATS)}")
+    run.add_argument("-o", "--output", action="append", default=[], metavar="PATH", help="write one row per successful job to PATH (repeatable); the suffix sets the format")
+    run.add_argument("--format", metavar="NAME", help=f"format of every --output instead of its suffix: {', '.join(OUTPUT_FORMATS)}")
+    run.add_argument("--checkpoint", type=Path, metavar="PATH", help="SQLite file that records progress; the same command resumes from it")
+    run.add_argument("-s", "--strategy", default="count", metavar="SPEC", help=f"aggregation printed to standard output as JSON (default: count): {', '.join(STRATEGY_FORMS)}")
+    run.add_argument("-w", "--workers", type=_positive_int, metavar="N", help="number of worker processes (default: the CPUs this process may use)")
+    run.add_argument("--retries", type=_non_negative_int, default=1, metavar="N", help="times a job runs again after its worker died or timed out (default: 1)")
+    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="seconds a job may run before its worker is killed and the job fails (default: no limit)")
+    run.add_argument("--max-memory", type=_memory_size, metavar="SIZE", help="memory budget of the parent and its workers together, in bytes or with a unit such as 512MiB or 4GiB (default: no budget)")
+    run.add_argument("--summary", type=Path, metavar="PATH", help="write the run summary and the result as JSON to PATH")
+    run.add_argument("--progress-interval", type=_positive_float, default=10.0, metavar="SECONDS", help="seconds between progress log lines when standard error is not a terminal (default: 10)")
+    run.set_defaults(command=_run, command_name="run")
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    fn = load_function(arguments.function)
+    inputs = open_inputs(arguments.inputs, arguments.input_format)
+    outputs = _outputs(arguments.output, arguments.format)
+    for path in (arguments.checkpoint, arguments.summary):
+        if path is not None:
+            _check_folder(path, "--checkpoint" if path is arguments.checkpoint else "--summary")
+    aggregation = parse_strategy(arguments.strategy)
+    try:
+        aggregator = syncagg.Aggregator(
+            strategy=aggregation.strategy,
+            outputs=outputs,
+            checkpoint=arguments.checkpoint,
+            workers=arguments.workers,
+            progress=not arguments.quiet,
+            retries=arguments.retries,
+            timeout=arguments.timeout,
+            max_memory=arguments.max_memory,
+            progress_interval=arguments.progress_interval,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return _execute(aggregator, fn, inputs, aggregation, arguments)
+
+
+def _execute(
+    aggregator: syncagg.Aggregator,
+    fn: Callable[[Any], Any],
+    inputs: Any,
+    aggregation: Aggregation,
+    arguments: argparse.Namespace,
+) -> int:
+    try:
+        summary = aggregator.run(fn, inputs)
+    except KeyboardInterrupt:
+        _report_stop("interrupted by Ctrl-C", arguments.checkpoint)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:
+        if exc.code == EXIT_TERMINATED:
+            _report_stop("stopped by SIGTERM", arguments.checkpoint)
+        raise
+    except CheckpointMismatchError as exc:
+        print(f"syncagg run: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SyncaggError as exc:
+        print(f"syncagg run: error: {exc}", file=sys.stderr)
+        return EXIT_RUN_ERROR
+
+    result = aggregation.result()
+    sys.stdout.buffer.write(_to_json(result) + b"\n")
+    sys.stdout.flush()
+    if arguments.summary is not None:
+        _write_summary(arguments.summary, summary, result, arguments)
+    if not arguments.quiet:
+        print(format_summary(summary), file=sys.stderr)
+    return EXIT_OK if summary.ok else EXIT_FAILED_JOBS
+
+
+def load_function(spec: str) -> Callable[[Any], Any]:
+    """Import ``MODULE:FUNCTION`` and return the function.
+
+    The current folder comes first on the module path, as with ``python -m``.
+    Raises ``UsageError`` if the module does not import or has no such callable.
+    """
+    module_name, colon, name = spec.partition(":")
+    if not colon or not module_name or not name:
+        raise UsageError(f"expected MODULE:FUNCTION such as mypkg.jobs:analyze, got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"cannot import module {module_name!r} ({exc}); run syncagg from the folder that "
+            "contains it, or add that folder to PYTHONPATH"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any error while importing the user's module
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise UsageError(
+            f"importing module {module_name!r} failed with {type(exc).__name__}: {exc} "
+            f"(at {where.filename}:{where.lineno}); fix the module"
+        ) from None
+    return _attribute(module, module_name, name)
+
+
+def _attribute(module: Any, module_name: str, name: str) -> Callable[[Any], Any]:
+    value: Any = module
+    for part in name.split("."):
+        if not hasattr(value, part):
+            functions = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            known = ", ".join(functions[:20]) or "none"
+            raise UsageError(
+                f"module {module_name!r} has no function {name!r}; its functions are: {known}"
+            )
+        value = getattr(value, part)
+    if not callable(value):
+        raise UsageError(f"{module_name}:{name} is a {type(value).__qualname__}, not a function; pass a function")
+    return value  # type: ignore[no-any-return]
+
+
+def _outputs(paths: list[str], format_name: str | None) -> list[Output]:
+    if format_name is not None and format_name not in OUTPUT_FORMATS:
+        raise UsageError(f"unknown output format {format_name!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    if format_name is not None and not paths:
+        raise UsageError("--format sets the format of --output files, but no --output was given; add --output PATH")
+
+    outputs = []
+    for path in paths:
+        _check_folder(Path(path), "--output")
+        if format_name is not None:
+            outputs.append(OUTPUT_FORMATS[format_name][0](path))
+            continue
+        try:
+            outputs.append(from_path(path))
+        except ValueError:
+            suffixes = " ".join(s for output_type, _ in OUTPUT_FORMATS.values() for s in output_type.suffixes)
+            raise UsageError(
+                f"cannot tell the format of output {path!r} from its suffix; name it with one of "
+                f"{suffixes}, or pass --format with one of {', '.join(OUTPUT_FORMATS)}"
+            ) from None
+    return outputs
+
+
+def _check_folder(path: Path, option: str) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(
+            f"the folder {str(folder)!r} of {option} {str(path)!r} does not exist; create it "
+            f"(mkdir -p {folder}) or pass another path"
+        )
+    if path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a folder; pass a file path")
+
+
+def format_summary(summary: RunSummary) -> str:
+    """Return the run summary as a short table for standard error."""
+    rows = [
+        ("ok", str(summary.counts.get("ok", 0))),
+        ("failed", str(summary.counts.get("failed", 0))),
+        ("resumed", str(summary.counts.get("resumed", 0))),
+        ("elapsed", f"{summary.elapsed:.1f} s"),
+        ("peak memory", format_bytes(summary.peak_memory)),
+    ]
+    outputs = [str(path) for path in summary.outputs] or ["none"]
+    rows += [("outputs" if i == 0 else "", path) for i, path in enumerate(outputs)]
+    if summary.checkpoint is not None:
+        rows.append(("checkpoint", str(summary.checkpoint)))
+    for failure in summary.failures[:_FAILURES_SHOWN]:
+        error = f"{failure.error.type}: {failure.error.message}" if failure.error else "unknown error"
+        rows.append(("failure", f"job {failure.job_id} ({failure.key}): {error}"))
+    return "\n".join(f"{label:<12} {value}" for label, value in rows)
+
+
+def _write_summary(path: Path, summary: RunSummary, result: Any, arguments: argparse.Namespace) -> None:
+    data = {
+        "function": arguments.function,
+        "strategy": arguments.strategy,
+        "result": orjson.loads(_to_json(result)),
+        **summary.to_dict(),
+    }
+    # Written beside the target and renamed, so a reader never sees half a file.
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(partial, path)
+
+
+def _to_json(value: Any) -> bytes:
+    options = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    try:
+        return orjson.dumps(value, default=json_default, option=options)
+    except TypeError:
+        # The result is printed either way; a value JSON cannot hold becomes its repr.
+        return orjson.dumps(repr(value))
+
+
+def _report_stop(reason: str, checkpoint: Path | None) -> None:
+    if checkpoint is None:
+        print(f"syncagg run: {reason}; no --checkpoint was given, so the run starts over next time", file=sys.stderr)
+    else:
+        print(f"syncagg run: {reason}; {checkpoint} holds the jobs done so far, run the same command to resume", file=sys.stderr)
+
+
+def _inspect(arguments: argparse.Namespace) -> int:
+    report = describe_checkpoint(arguments.checkpoint)
+    if arguments.json:
+        sys.stdout.buffer.write(orjson.dumps(report, default=json_default, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(format_report(report))
+    return EXIT_OK
+
+
+def _formats(arguments: argparse.Namespace) -> int:
+    print("output formats (--output picks one by the suffix, --format NAME sets it):")
+    for name, (output_type, text) in OUTPUT_FORMATS.items():
+        print(f"  {name:<8} {' '.join(output_type.suffixes):<18} {text}")
+    print("input formats (INPUT picks one by the suffix, --input-format NAME sets it):")
+    for name, (suffixes, text) in INPUT_FORMATS.items():
+        print(f"  {name:<8} {' '.join(suffixes):<18} {text}")
+    return EXIT_OK
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("syncagg")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The command owns this logger's output; a handler the user's module set
+    # on the root logger would print every line twice.
+    root.propagate = False
+
+
+class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Write log records above the progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _memory_size(text: str) -> int:
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("max_memory", "the size")) from None
