@@ -117,6 +117,7 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("-o", "--output", action="append", default=[], metavar="PATH", help="write one row per successful job to PATH (repeatable); the suffix sets the format")
     run.add_argument("--format", metavar="NAME", help=f"format of every --output instead of its suffix: {', '.join(OUTPUT_FORMATS)}")
     run.add_argument("--checkpoint", type=Path, metavar="PATH", help="SQLite file that records progress; the same command resumes from it")
+    run.add_argument("--checkpoint-seconds", type=_positive_float, default=30.0, metavar="SECONDS", help="seconds between two checkpoints (default: 30)")
     run.add_argument("-s", "--strategy", default="count", metavar="SPEC", help=f"aggregation printed to standard output as JSON (default: count): {', '.join(STRATEGY_FORMS)}")
     run.add_argument("-w", "--workers", type=_positive_int, metavar="N", help="number of worker processes (default: the CPUs this process may use)")
     run.add_argument("--retries", type=_non_negative_int, default=1, metavar="N", help="times a job runs again after its worker died or timed out (default: 1)")
@@ -140,6 +141,7 @@ def _run(arguments: argparse.Namespace) -> int:
             strategy=aggregation.strategy,
             outputs=outputs,
             checkpoint=arguments.checkpoint,
+            checkpoint_seconds=arguments.checkpoint_seconds,
             workers=arguments.workers,
             progress=not arguments.quiet,
             retries=arguments.retries,
@@ -217,7 +219,7 @@ def _attribute(module: Any, module_name: str, name: str) -> Callable[[Any], Any]
     value: Any = module
     for part in name.split("."):
         if not hasattr(value, part):
-            functions = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            functions = _defined_functions(module)
             known = ", ".join(functions[:20]) or "none"
             raise UsageError(
                 f"module {module_name!r} has no function {name!r}; its functions are: {known}"
@@ -226,6 +228,15 @@ def _attribute(module: Any, module_name: str, name: str) -> Callable[[Any], Any]
     if not callable(value):
         raise UsageError(f"{module_name}:{name} is a {type(value).__qualname__}, not a function; pass a function")
     return value  # type: ignore[no-any-return]
+
+
+def _defined_functions(module: Any) -> list[str]:
+    """Return the public functions that ``module`` defines itself, not those it imports."""
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if callable(value) and not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+    )
 
 
 def _outputs(paths: list[str], format_name: str | None) -> list[Output]:

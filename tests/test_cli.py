@@ -1,0 +1,302 @@
+"""The syncagg command in real subprocesses: inputs, outputs, strategies, exit codes and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SQUARE = "tests.cli_jobs:square"
+
+
+def run_cli(*arguments: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m syncagg`` from the repository root and return the finished process."""
+    command = [sys.executable, "-m", "syncagg", *map(str, arguments)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def write_jsonl(path: Path, values: list[object]) -> Path:
+    path.write_text("".join(json.dumps(value) + "\n" for value in values))
+    return path
+
+
+def stdout_json(result: subprocess.CompletedProcess[str]) -> object:
+    return json.loads(result.stdout)
+
+
+def test_jsonl_input_counts(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+
+    result = run_cli("run", SQUARE, inputs, "--workers", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert stdout_json(result) == 10
+    assert "Traceback" not in result.stderr
+
+
+def test_csv_input_to_every_output(tmp_path: Path) -> None:
+    inputs = tmp_path / "in.csv"
+    inputs.write_text("x,name\n" + "".join(f"{i},n{i}\n" for i in range(6)))
+    outputs = [tmp_path / "rows.jsonl", tmp_path / "rows.csv", tmp_path / "rows.parquet"]
+
+    result = run_cli("run", SQUARE, inputs, "-w", "2", *[a for o in outputs for a in ("-o", o)])
+
+    assert result.returncode == 0, result.stderr
+    expected = [{"x": i, "square": i * i, "parity": "even" if i % 2 == 0 else "odd"} for i in range(6)]
+    jsonl_rows = [json.loads(line) for line in outputs[0].read_text().splitlines()]
+    assert sorted(jsonl_rows, key=lambda row: row["x"]) == expected
+    with outputs[1].open(newline="") as file:
+        csv_rows = list(csv.DictReader(file))
+    assert sorted(int(row["square"]) for row in csv_rows) == [i * i for i in range(6)]
+    parquet_rows = pq.read_table(outputs[2]).to_pylist()
+    assert sorted(parquet_rows, key=lambda row: row["x"]) == expected
+
+
+def test_parquet_input_sums(tmp_path: Path) -> None:
+    inputs = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"x": list(range(20)), "label": [f"l{i}" for i in range(20)]}), inputs)
+
+    result = run_cli("run", SQUARE, inputs, "-w", "2", "--strategy", "sum:square")
+
+    assert result.returncode == 0, result.stderr
+    assert stdout_json(result) == sum(i * i for i in range(20))
+
+
+def test_text_input_collects_lines(tmp_path: Path) -> None:
+    inputs = tmp_path / "in.txt"
+    inputs.write_bytes(b"alpha\r\nbeta\n\ngamma")
+
+    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "2", "--strategy", "collect")
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(stdout_json(result)) == ["", "alpha", "beta", "gamma"]  # type: ignore[type-var]
+
+
+def test_several_inputs_in_order(tmp_path: Path) -> None:
+    first = write_jsonl(tmp_path / "a.jsonl", [1, 2])
+    second = tmp_path / "b.txt"
+    second.write_text("3\n4\n")
+    output = tmp_path / "rows.jsonl"
+
+    result = run_cli("run", SQUARE, first, second, "-w", "1", "-o", output, "-s", "sum:x")
+
+    assert result.returncode == 0, result.stderr
+    assert stdout_json(result) == 10
+    assert len(output.read_text().splitlines()) == 4
+
+
+def test_input_format_option(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "numbers.dat", [1, 2, 3])
+
+    result = run_cli("run", SQUARE, inputs, "-w", "1", "--input-format", "jsonl", "-s", "max:square")
+
+    assert result.returncode == 0, result.stderr
+    assert stdout_json(result) == 9
+
+
+def test_format_option_overrides_suffix(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1, 2])
+    output = tmp_path / "rows.out"
+
+    result = run_cli("run", SQUARE, inputs, "-w", "1", "-o", output, "--format", "csv")
+
+    assert result.returncode == 0, result.stderr
+    assert output.read_text().splitlines()[0] == "x,square,parity"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("count", 10),
+        ("sum:square", 285),
+        ("min:square", 0),
+        ("max:x", 9),
+        ("mean:x", 4.5),
+        ("group:parity:count", {"even": 5, "odd": 5}),
+        ("group:parity:sum:square", {"even": 120, "odd": 165}),
+        ("group:parity:mean:x", {"even": 4.0, "odd": 5.0}),
+    ],
+)
+def test_strategy_result(tmp_path: Path, strategy: str, expected: object) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+
+    result = run_cli("run", SQUARE, inputs, "-w", "2", "--strategy", strategy)
+
+    assert result.returncode == 0, result.stderr
+    assert stdout_json(result) == expected
+
+
+def test_failed_jobs_exit_one(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+
+    result = run_cli("run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2")
+
+    assert result.returncode == 1, result.stderr
+    assert stdout_json(result) == 9
+    table = result.stderr.splitlines()
+    assert "ok           9" in table
+    assert "failed       1" in table
+    assert "resumed      0" in table
+    assert "failure      job 7 (7): ValueError: 7 is not welcome" in table
+
+
+def test_summary_file(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+    summary = tmp_path / "summary.json"
+
+    result = run_cli("run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "-s", "sum:x", "--summary", summary)
+
+    assert result.returncode == 1, result.stderr
+    data = json.loads(summary.read_text())
+    assert data["result"] == 45 - 7
+    assert data["counts"] == {"ok": 9, "failed": 1, "resumed": 0}
+    assert data["function"] == "tests.cli_jobs:square_but_seven"
+    assert data["strategy"] == "sum:x"
+    assert [f["job_id"] for f in data["failures"]] == [7]
+    assert data["failures"][0]["error_message"] == "7 is not welcome"
+
+
+def test_quiet_writes_no_table(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(5)))
+
+    result = run_cli("run", SQUARE, inputs, "-w", "1", "--quiet")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert stdout_json(result) == 5
+
+
+def test_progress_logs_without_terminal(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+
+    result = run_cli("run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2")
+
+    progress = [line for line in result.stderr.splitlines() if "INFO syncagg: progress:" in line]
+    assert len(progress) >= 1
+    assert "10/10 jobs done (100.0%), 1 failed" in progress[-1]
+    assert "parent memory" in progress[-1]
+    assert "\r" not in result.stderr
+
+
+def test_verbose_logs_failed_job(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+
+    result = run_cli("run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "--verbose")
+
+    assert result.returncode == 1, result.stderr
+    assert "DEBUG syncagg.collector: job 7 (7) failed: 7 is not welcome" in result.stderr
+
+
+def test_timeout_fails_hung_job(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(8)))
+
+    result = run_cli(
+        "run", "tests.cli_jobs:hang_on_three", inputs, "-w", "2", "--timeout", "1", "--retries", "0",
+        "-s", "sum:x",
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert stdout_json(result) == sum(range(8)) - 3
+    assert "ok           7" in result.stderr.splitlines()
+    failure = [line for line in result.stderr.splitlines() if line.startswith("failure")]
+    assert len(failure) == 1
+    assert failure[0].startswith("failure      job 3 (3): syncagg.Timeout: worker ")
+    assert "ran longer than the 1 s timeout" in failure[0]
+
+
+def test_invalid_json_input_exit_three(tmp_path: Path) -> None:
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("1\n2\n{oops\n")
+
+    result = run_cli("run", SQUARE, inputs, "-w", "1")
+
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("syncagg run: error: reading the inputs failed")
+    assert "line 3 is not valid JSON" in result.stderr
+
+
+def test_formats_lists_suffixes() -> None:
+    result = run_cli("formats")
+
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["jsonl", ".jsonl", ".ndjson"] for line in lines)
+    assert any(line.split()[:2] == ["csv", ".csv"] for line in lines)
+    assert any(line.split()[:3] == ["parquet", ".parquet", ".pq"] for line in lines)
+    assert any(line.split()[:2] == ["text", ".txt"] for line in lines)
+
+
+def test_help_names_units() -> None:
+    result = run_cli("run", "--help")
+
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "seconds a job may run" in text
+    assert "in bytes or with a unit such as 512MiB or 4GiB" in text
+    assert "number of worker processes" in text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named", "fix"),
+    [
+        (["nosuchmodule:f", "IN"], "'nosuchmodule'", "add that folder to PYTHONPATH"),
+        (["tests.cli_jobs:nope", "IN"], "'nope'", "its functions are: echo, hang_on_three"),
+        (["tests.cli_jobs:NOT_A_FUNCTION", "IN"], "NOT_A_FUNCTION is a int", "pass a function"),
+        (["tests.cli_jobs", "IN"], "'tests.cli_jobs'", "expected MODULE:FUNCTION"),
+        ([SQUARE, "missing.jsonl"], "'missing.jsonl' not found", "check the path"),
+        ([SQUARE, "IN", "-o", "nofolder/rows.csv"], "'nofolder'", "mkdir -p nofolder"),
+        ([SQUARE, "IN", "-o", "rows.xlsx"], "'rows.xlsx'", "pass --format with one of jsonl, csv, parquet"),
+        ([SQUARE, "IN", "-o", "rows.csv", "--format", "xls"], "'xls'", "use one of jsonl, csv, parquet"),
+        ([SQUARE, "IN", "--input-format", "xml"], "'xml'", "use one of jsonl, csv, parquet, text"),
+        ([SQUARE, "IN", "--strategy", "median:x"], "'median:x'", "use one of count, sum[:FIELD]"),
+        ([SQUARE, "IN", "--max-memory", "4 apples"], "'4 apples'", "'512MiB'"),
+        ([SQUARE, "IN", "--workers", "0"], "'0'", "expected a positive whole number"),
+        ([SQUARE, "IN", "--timeout", "-1"], "'-1'", "expected a positive number of seconds"),
+        ([SQUARE, "IN", "--checkpoint", "nofolder/run.sqlite"], "'nofolder'", "mkdir -p nofolder"),
+    ],
+    ids=[
+        "module", "function", "not-callable", "no-colon", "input", "output-folder", "output-suffix",
+        "format", "input-format", "strategy", "max-memory", "workers", "timeout", "checkpoint-folder",
+    ],
+)
+def test_bad_argument_one_line(tmp_path: Path, arguments: list[str], named: str, fix: str) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1])
+    arguments = [str(inputs) if a == "IN" else a for a in arguments]
+
+    result = run_cli("run", *arguments)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("syncagg run: error: ")
+    assert named in result.stderr
+    assert fix in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_command_exit_two() -> None:
+    result = run_cli()
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "syncagg: error: the following arguments are required: COMMAND; see 'syncagg --help'"
+    ]
+
+
+def test_console_script_matches_module() -> None:
+    script = Path(sys.executable).with_name("syncagg")
+    if not script.exists():
+        pytest.skip("the syncagg console script is not installed in this environment")
+
+    result = subprocess.run([script, "formats"], capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 0
+    assert result.stdout == run_cli("formats").stdout

@@ -1,0 +1,211 @@
+"""The syncagg command under Ctrl-C and SIGTERM, ``inspect`` on running and finished runs, and resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.test_cli import ROOT, run_cli, stdout_json, write_jsonl
+
+COUNT = 300
+
+
+def run_command(folder: Path) -> list[str]:
+    """Return the arguments of a run over COUNT slow jobs with a checkpoint every 0.2 s."""
+    return [
+        "run", "tests.cli_jobs:slow_square", str(folder / "in.jsonl"), "-w", "2",
+        "-o", str(folder / "rows.jsonl"), "-s", "sum:x",
+        "--checkpoint", str(folder / "run.sqlite"), "--checkpoint-seconds", "0.2",
+    ]
+
+
+def inspect_json(checkpoint: Path) -> dict[str, object]:
+    result = run_cli("inspect", checkpoint, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def wait_for_done(process: subprocess.Popen[bytes], checkpoint: Path, at_least: int) -> dict[str, object]:
+    """Return the first ``inspect --json`` report with ``at_least`` jobs done, read while the run goes on."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, "the run ended before the test could interrupt it"
+        assert time.monotonic() < deadline, "no checkpoint within 60 s"
+        if checkpoint.exists() and checkpoint.stat().st_size > 0:
+            report = inspect_json(checkpoint)
+            if report["status"] != "empty" and int(report["done"]) >= at_least:  # type: ignore[call-overload]
+                return report
+        time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes], signum: int) -> int:
+    workers = psutil.Process(process.pid).children()
+    process.send_signal(signum)
+    code = process.wait(timeout=60)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
+    return code
+
+
+def interrupt_run(folder: Path, signum: int) -> tuple[int, dict[str, object], str]:
+    """Start a run, inspect it while it runs, stop it with ``signum``; return the code, report and stderr."""
+    write_jsonl(folder / "in.jsonl", list(range(COUNT)))
+    log = folder / "stderr.txt"
+    command = [sys.executable, "-m", "syncagg", *run_command(folder)]
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            report = wait_for_done(process, folder / "run.sqlite", 20)
+            code = stop(process, signum)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return code, report, log.read_text()
+
+
+def resume_and_check(folder: Path) -> None:
+    result = run_cli(*run_command(folder))
+
+    assert result.returncode == 0, result.stderr
+    assert stdout_json(result) == sum(range(COUNT))
+    rows = [json.loads(line)["x"] for line in (folder / "rows.jsonl").read_text().splitlines()]
+    assert sorted(rows) == list(range(COUNT))
+    resumed = [line for line in result.stderr.splitlines() if line.startswith("resumed")]
+    assert len(resumed) == 1
+    assert int(resumed[0].split()[1]) > 0
+
+
+@pytest.mark.timeout(300)
+def test_sigint_exits_130_then_resumes(tmp_path: Path) -> None:
+    code, running, stderr = interrupt_run(tmp_path, signal.SIGINT)
+
+    assert code == 130
+    assert running["status"] == "running"
+    assert running["total"] == COUNT
+    assert "Traceback" not in stderr
+    assert f"interrupted by Ctrl-C; {tmp_path / 'run.sqlite'} holds the jobs done so far" in stderr
+
+    partial = inspect_json(tmp_path / "run.sqlite")
+    assert partial["status"] == "running"
+    assert int(partial["done"]) + int(partial["pending"]) == COUNT  # type: ignore[call-overload]
+    assert int(partial["done"]) >= int(running["done"])  # type: ignore[call-overload]
+    assert not (tmp_path / "rows.jsonl").exists()
+    resume_and_check(tmp_path)
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_exits_143_then_resumes(tmp_path: Path) -> None:
+    code, _, stderr = interrupt_run(tmp_path, signal.SIGTERM)
+
+    assert code == 143
+    assert "Traceback" not in stderr
+    assert "stopped by SIGTERM" in stderr
+    assert inspect_json(tmp_path / "run.sqlite")["status"] == "running"
+    resume_and_check(tmp_path)
+
+
+@pytest.mark.timeout(300)
+def test_inspect_partial_text(tmp_path: Path) -> None:
+    code, _, _ = interrupt_run(tmp_path, signal.SIGINT)
+    assert code == 130
+
+    result = run_cli("inspect", tmp_path / "run.sqlite")
+
+    assert result.returncode == 0, result.stderr
+    fields = {line[:16].strip(): line[17:] for line in result.stdout.splitlines()}
+    done = int(fields["jobs done"].split()[0])
+    assert fields["status"] == "running"
+    assert fields["function"] == "tests.cli_jobs.slow_square"
+    assert fields["strategy"] == "Reduce(syncagg.cli_strategies.add_field('x'))"
+    assert fields["jobs done"] == f"{done} ({done} ok, 0 failed)"
+    assert fields["jobs pending"] == f"{COUNT - done} of {COUNT}"
+    assert fields["outputs"].startswith(f"{tmp_path / 'rows.jsonl'} (jsonl): ")
+    assert fields["outputs"].endswith(" bytes committed")
+    assert fields["last checkpoint"].endswith(" s ago)")
+
+
+def test_inspect_finished(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+    checkpoint = tmp_path / "run.sqlite"
+    output = tmp_path / "rows.parquet"
+    result = run_cli(
+        "run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "-o", output, "--checkpoint", checkpoint
+    )
+    assert result.returncode == 1, result.stderr
+
+    text = run_cli("inspect", checkpoint)
+    report = inspect_json(checkpoint)
+
+    assert text.returncode == 0, text.stderr
+    fields = {line[:16].strip(): line[17:] for line in text.stdout.splitlines()}
+    assert fields["status"] == "finished"
+    assert fields["jobs done"] == "10 (9 ok, 1 failed)"
+    assert fields["jobs pending"] == "0 of 10"
+    assert fields["outputs"] == f"{output} (parquet): 9 rows committed in 1 parts"
+    assert fields["failure"] == "job 7 (7): ValueError: 7 is not welcome"
+    assert report["status"] == "finished"
+    assert report["done"] == 10
+    assert report["ok"] == 9
+    assert report["failed"] == 1
+    assert report["pending"] == 0
+    assert report["function"] == "tests.cli_jobs.square_but_seven"
+    assert report["strategy"] == "Reduce(syncagg.cli_strategies.count_value)"
+    assert report["outputs"] == [{"path": str(output), "format": "parquet", "position": {"parts": 1, "rows": 9}}]
+    assert report["failures"] == [{"job_id": 7, "key": "7", "error": "ValueError: 7 is not welcome"}]
+
+
+def test_rerun_of_finished_run_returns_at_once(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+    arguments = ["run", "tests.cli_jobs:square", inputs, "-w", "2", "-s", "sum:x", "--checkpoint", tmp_path / "run.sqlite"]
+    first = run_cli(*arguments)
+
+    second = run_cli(*arguments)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert stdout_json(second) == 45
+    assert "resumed      10" in second.stderr.splitlines()
+
+
+def test_changed_strategy_exit_two(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(4)))
+    checkpoint = tmp_path / "run.sqlite"
+    first = run_cli("run", "tests.cli_jobs:square", inputs, "-w", "1", "-s", "sum:x", "--checkpoint", checkpoint)
+
+    second = run_cli("run", "tests.cli_jobs:square", inputs, "-w", "1", "-s", "sum:square", "--checkpoint", checkpoint)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 2
+    assert "Traceback" not in second.stderr
+    assert "was written by a run with another configuration" in second.stderr
+    assert "add_field('x')" in second.stderr
+    assert "add_field('square')" in second.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not found; pass the path given to --checkpoint"),
+        (b"not a database at all, just text that is long enough" * 4, "is not a syncagg checkpoint"),
+    ],
+    ids=["missing", "not-sqlite"],
+)
+def test_inspect_bad_file_exit_two(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "run.sqlite"
+    if content is not None:
+        path.write_bytes(content)
+
+    result = run_cli("inspect", path)
+
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
