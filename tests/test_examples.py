@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,3 +42,24 @@ def test_scan_example_twice(tmp_path: Path) -> None:
     assert "13 done by an earlier run" in second.stderr
     for name in ("files.csv", "files.jsonl", "files.parquet", "summary.json"):
         assert (out / name).read_bytes() == files[name]
+
+
+def test_cli_example_twice(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "examples/cli_textstats.py", str(out), "--lines", "20", "--workers", "2"]
+
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    # Lines hold 1 to 8 words in turn: 1..8, 1..8, 1..4.
+    assert first.stdout == "82\n"
+    assert second.stdout == "82\n"
+    assert "82 words in 20 lines" in first.stderr
+    assert "resumed      20" in second.stderr.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"ok": 20, "failed": 0, "resumed": 20}
+    rows = pq.read_table(out / "lines.parquet").to_pylist()
+    assert len(rows) == 20
+    assert sorted(row["words"] for row in rows)[-1] == 8
