@@ -145,10 +145,20 @@ class WorkerPool:
         return batch  # type: ignore[no-any-return]
 
     def check_start(self, slot: Slot) -> None:
-        """Raise ``WorkerStartError`` if the slot's worker died before it was ready."""
+        """Raise ``WorkerStartError`` if the slot's worker exited by itself before it was ready.
+
+        A worker killed by a signal before it was ready, for example by the
+        OOM killer or an operator's SIGKILL, says nothing about whether the
+        function can be imported. The caller replaces it like any dead worker.
+        """
         if slot.ready:
             return
+        # The sentinel reports end-of-file a moment before the process can be
+        # reaped, so the exit code is read only after joining.
+        slot.process.join()
         code = slot.process.exitcode
+        if code is not None and code < 0:
+            return
         raise WorkerStartError(
             f"worker process {slot.process.pid} exited with code {code} before it could run "
             f"{qualified_name(self._fn)}; under the {self._context.get_start_method()!r} start "

@@ -71,3 +71,11 @@ def mark_started(item: tuple[str, int]) -> bytes:
 def parity_counter(x: int) -> Counter[str]:
     """Return a Counter with one count for the parity of ``x``."""
     return Counter(["even" if x % 2 == 0 else "odd"])
+
+
+STRIPED_LENGTH = 4 * 1024 * 1024 // 8
+
+
+def striped_array(x: int) -> np.ndarray:
+    """Return 4 MiB of int64 whose every element encodes ``x`` and its own position."""
+    return np.arange(STRIPED_LENGTH, dtype=np.int64) * 1000 + x

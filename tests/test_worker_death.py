@@ -1,0 +1,223 @@
+"""Worker processes that die during a run: retries, WorkerDied records and intact results."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+import syncagg as sa
+from tests import jobs
+
+_MiB = 1024 * 1024
+
+# Long-lived helpers that multiprocessing starts once per interpreter.
+_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _worker_processes(marker: str = "") -> list[psutil.Process]:
+    """Return the live child processes that are workers, not multiprocessing helpers."""
+    workers = []
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            command = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if any(helper in command for helper in _HELPERS) or marker not in command:
+            continue
+        workers.append(child)
+    return workers
+
+
+class WorkerKiller:
+    """A thread that SIGKILLs a random worker after each random pause until it has killed ``planned``."""
+
+    def __init__(self, planned: int, seed: int, pause: tuple[float, float]) -> None:
+        self.planned = planned
+        self.kills = 0
+        self._pause = pause
+        self._random = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-worker-killer", daemon=True)
+
+    @property
+    def finished(self) -> bool:
+        """Whether every planned kill has happened."""
+        return self.kills >= self.planned
+
+    def __enter__(self) -> WorkerKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self.finished and not self._stop.wait(self._random.uniform(*self._pause)):
+            workers = _worker_processes()
+            if not workers:
+                continue
+            try:
+                # psutil checks that the pid still belongs to the same process.
+                self._random.choice(workers).kill()
+            except psutil.NoSuchProcess:
+                continue
+            self.kills += 1
+
+
+class Numbers:
+    """Yield 0, 1, 2, ... until ``minimum`` numbers are out and every planned kill has happened.
+
+    Extending the inputs until the kills are done makes them land during
+    the run however fast or slow the machine is. ``maximum`` bounds a run
+    whose kills never finish.
+    """
+
+    def __init__(self, killer: WorkerKiller, minimum: int, maximum: int) -> None:
+        self.killer = killer
+        self.minimum = minimum
+        self.maximum = maximum
+        self.count = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for x in range(self.maximum):
+            if x >= self.minimum and self.killer.finished:
+                return
+            self.count += 1
+            yield x
+
+
+def _check_settled(summary: sa.RunSummary, ok_ids: list[int], count: int) -> None:
+    """Assert that each of ``count`` jobs is either ok exactly once or failed with WorkerDied."""
+    duplicated = [job_id for job_id, seen in Counter(ok_ids).items() if seen > 1]
+    # The summary keeps only the first 100 failures, so the failed jobs are
+    # counted as the complement of the ok ones.
+    kept_failed_ids = [failure.job_id for failure in summary.failures]
+    error_types = [failure.error.type if failure.error else None for failure in summary.failures]
+
+    assert duplicated == []
+    assert set(ok_ids) <= set(range(count))
+    assert summary.counts["ok"] == len(ok_ids)
+    assert summary.counts["failed"] == count - len(ok_ids)
+    assert set(ok_ids).isdisjoint(kept_failed_ids)
+    assert error_types == ["syncagg.WorkerDied"] * len(summary.failures)
+
+
+def test_self_kill_fails_after_retry(tmp_path: Path) -> None:
+    output = tmp_path / "rows.jsonl"
+    aggregator = sa.Aggregator(outputs=[output], workers=2, progress=False)
+
+    summary = aggregator.run(jobs.kill_self_on_13, range(100))
+
+    expected = [jobs.square(x) for x in range(100) if x != 13]
+    assert summary.counts["ok"] == 99
+    assert summary.counts["failed"] == 1
+    assert len(summary.failures) == 1
+    failure = summary.failures[0]
+    assert failure.job_id == 13
+    assert failure.status is sa.Status.FAILED
+    assert failure.error is not None
+    assert failure.error.type == "syncagg.WorkerDied"
+    assert "exited with signal 9" in failure.error.message
+    assert failure.attempts == 2
+    assert sorted(summary.value, key=lambda row: row["x"]) == expected
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(rows, key=lambda row: row["x"]) == expected
+
+
+def test_self_kill_without_retries() -> None:
+    aggregator = sa.Aggregator(workers=2, progress=False, retries=0)
+
+    summary = aggregator.run(jobs.kill_self_on_13, range(100))
+
+    assert summary.counts["ok"] == 99
+    assert summary.counts["failed"] == 1
+    assert len(summary.failures) == 1
+    failure = summary.failures[0]
+    assert failure.job_id == 13
+    assert failure.error is not None
+    assert failure.error.type == "syncagg.WorkerDied"
+    assert "exited with signal 9" in failure.error.message
+    assert failure.attempts == 1
+    assert sorted(row["x"] for row in summary.value) == [x for x in range(100) if x != 13]
+
+
+def test_random_kills_settle_every_job() -> None:
+    with WorkerKiller(planned=6, seed=7, pause=(0.02, 0.1)) as killer:
+        numbers = Numbers(killer, minimum=200, maximum=20_000)
+        summary = sa.Aggregator(workers=2, progress=False).run(jobs.sleepy_square, numbers)
+
+    assert killer.kills == 6
+    ok_ids = [row["x"] for row in summary.value]
+    _check_settled(summary, ok_ids, numbers.count)
+    for row in summary.value:
+        assert row["square"] == row["x"] * row["x"]
+
+
+def test_kill_during_ring_write_keeps_arrays() -> None:
+    # Each result is a 4 MiB message, and a region has room for two. The
+    # consumer rebuilds and compares every array, so it is slower than the
+    # workers and they block on a full region. Kills then land while a
+    # worker waits for space, copies into the region or runs the function.
+    delivered: list[int] = []
+    mismatched: list[int] = []
+
+    def check(result: sa.JobResult) -> None:
+        delivered.append(result.job_id)
+        expected = jobs.striped_array(result.job_id)
+        value = result.value
+        if value.dtype != expected.dtype or not np.array_equal(value, expected):
+            mismatched.append(result.job_id)
+
+    aggregator = sa.Aggregator(
+        strategy=sa.Stream(check),
+        workers=2,
+        progress=False,
+        ring_size=2 * 9 * _MiB,
+    )
+    with WorkerKiller(planned=5, seed=11, pause=(0.01, 0.06)) as killer:
+        numbers = Numbers(killer, minimum=40, maximum=2_000)
+        summary = aggregator.run(jobs.striped_array, numbers)
+
+    assert killer.kills == 5
+    assert mismatched == []
+    _check_settled(summary, delivered, numbers.count)
+
+
+def test_kill_before_ready_replaces_worker() -> None:
+    # A spawned worker imports numpy and syncagg before it reports ready, so
+    # a SIGKILL sent within milliseconds of its appearance lands before that.
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_first_worker() -> None:
+        while not stop.wait(0.001):
+            workers = _worker_processes(marker="spawn_main")
+            if workers:
+                workers[0].kill()
+                killed.append(workers[0].pid)
+                return
+
+    thread = threading.Thread(target=kill_first_worker, name="test-early-killer", daemon=True)
+    thread.start()
+    try:
+        aggregator = sa.Aggregator(workers=2, progress=False, start_method="spawn")
+        summary = aggregator.run(jobs.square, range(50))
+    finally:
+        stop.set()
+        thread.join()
+
+    assert len(killed) == 1
+    assert summary.counts["ok"] == 50
+    assert summary.counts["failed"] == 0
+    assert sorted(row["x"] for row in summary.value) == list(range(50))
