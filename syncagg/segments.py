@@ -69,6 +69,11 @@ def unlink_segment(name: str) -> bool:
         segment = attach_segment(name)
     except FileNotFoundError:
         return False
+    except ValueError:
+        # A process killed between creating a segment and setting its size
+        # leaves an empty one, which mmap rejects. Nothing registered it with
+        # a resource tracker, so removing the file is all that is left to do.
+        return _remove_file(name)
 
     segment.close()
     try:
@@ -120,6 +125,14 @@ def check_shm_space(size: int) -> None:
             f"ring_size={size} bytes does not fit in {SHM_DIR}, which has "
             f"{free} bytes free; pass a smaller ring_size or enlarge {SHM_DIR}"
         )
+
+
+def _remove_file(name: str) -> bool:
+    try:
+        os.unlink(os.path.join(SHM_DIR, name))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _list_segments() -> list[str]:
