@@ -33,9 +33,21 @@ def write_lines(path: Path, count: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", default="out-textstats", help="output folder (default: out-textstats)")
-    parser.add_argument("--input", type=Path, help="text file to measure (default: write one into OUT)")
-    parser.add_argument("--lines", type=int, default=1000, help="lines of the written file (default: 1000)")
+    parser.add_argument(
+        "out",
+        nargs="?",
+        default="out-textstats",
+        help="output folder (default: out-textstats)",
+    )
+    parser.add_argument(
+        "--input", type=Path, help="text file to measure (default: write one into OUT)"
+    )
+    parser.add_argument(
+        "--lines",
+        type=int,
+        default=1000,
+        help="lines of the written file (default: 1000)",
+    )
     parser.add_argument("--workers", default="2", help="worker processes (default: 2)")
     arguments = parser.parse_args(argv)
 
@@ -46,16 +58,30 @@ def main(argv: list[str] | None = None) -> int:
         write_lines(source, arguments.lines)
 
     command = [
-        sys.executable, "-m", "syncagg", "run", "textstats:measure", str(source),
-        "--workers", arguments.workers, "--strategy", "sum:words",
-        "--output", str(out / "lines.parquet"),
-        "--checkpoint", str(out / "run.sqlite"),
-        "--summary", str(out / "summary.json"),
+        sys.executable,
+        "-m",
+        "syncagg",
+        "run",
+        "textstats:measure",
+        str(source),
+        "--workers",
+        arguments.workers,
+        "--strategy",
+        "sum:words",
+        "--output",
+        str(out / "lines.parquet"),
+        "--checkpoint",
+        str(out / "run.sqlite"),
+        "--summary",
+        str(out / "summary.json"),
     ]
     result = subprocess.run(command, cwd=HERE, check=False)
     if result.returncode in (0, 1):
         summary = json.loads((out / "summary.json").read_text())
-        print(f"{summary['result']} words in {summary['counts']['ok']} lines", file=sys.stderr)
+        print(
+            f"{summary['result']} words in {summary['counts']['ok']} lines",
+            file=sys.stderr,
+        )
     return result.returncode
 
 

@@ -3,7 +3,7 @@
 Exit codes: 0 every job succeeded, 1 some jobs failed, 2 invalid arguments,
 3 the run stopped on an error (reading inputs, writing outputs, the
 checkpoint, the strategy or the memory budget), 130 interrupted by Ctrl-C,
-143 stopped by SIGTERM. After 130 or 143 the checkpoint holds every job done
+143 stopped by SIGTERM. After 130 or 143 the checkpoint contains every job done
 so far, and the same command resumes.
 """
 
@@ -59,7 +59,9 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser that reports a usage error as one line, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+        self.exit(
+            EXIT_USAGE, f"{self.prog}: error: {message}; see '{self.prog} --help'\n"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,23 +84,50 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all jobs ok, 1 some jobs failed, 2 invalid arguments, 3 the run "
         "stopped on an error, 130 Ctrl-C, 143 SIGTERM. See docs/cli.md.",
     )
-    parser.add_argument("--version", action="version", version=f"syncagg {syncagg.__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"syncagg {syncagg.__version__}"
+    )
     common = _Parser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level, one line per failed job included")
-    common.add_argument("-q", "--quiet", action="store_true", help="show no progress and no summary; log warnings and errors only")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at DEBUG level, one line per failed job included",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="show no progress and no summary; log warnings and errors only",
+    )
 
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     _add_run(commands, common)
 
     inspect = commands.add_parser(
-        "inspect", parents=[common], help="show what a checkpoint records", description="Show what a checkpoint records."
+        "inspect",
+        parents=[common],
+        help="show what a checkpoint records",
+        description="Show what a checkpoint records.",
     )
-    inspect.add_argument("checkpoint", metavar="CHECKPOINT", type=Path, help="the checkpoint file of a run")
-    inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    inspect.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        type=Path,
+        help="the checkpoint file of a run",
+    )
+    inspect.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of text"
+    )
     inspect.set_defaults(command=_inspect, command_name="inspect")
 
     formats = commands.add_parser(
-        "formats", parents=[common], help="list the input and output formats", description="List the formats."
+        "formats",
+        parents=[common],
+        help="list the input and output formats",
+        description="List the formats.",
     )
     formats.set_defaults(command=_formats, command_name="formats")
     return parser
@@ -111,20 +140,94 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         help="run a function over the rows of input files",
         description="Run MODULE:FUNCTION on every row of the input files, in worker processes.",
     )
-    run.add_argument("function", metavar="MODULE:FUNCTION", help="the function to run, importable by module and name, such as mypkg.jobs:analyze")
-    run.add_argument("inputs", metavar="INPUT", nargs="+", help="input files, read in order; the suffix (.jsonl, .csv, .parquet, .txt) sets the format; '-' reads standard input")
-    run.add_argument("--input-format", metavar="NAME", help=f"format of every INPUT instead of its suffix: {', '.join(INPUT_FORMATS)}")
-    run.add_argument("-o", "--output", action="append", default=[], metavar="PATH", help="write one row per successful job to PATH (repeatable); the suffix sets the format")
-    run.add_argument("--format", metavar="NAME", help=f"format of every --output instead of its suffix: {', '.join(OUTPUT_FORMATS)}")
-    run.add_argument("--checkpoint", type=Path, metavar="PATH", help="SQLite file that records progress; the same command resumes from it")
-    run.add_argument("--checkpoint-seconds", type=_positive_float, default=30.0, metavar="SECONDS", help="seconds between two checkpoints (default: 30)")
-    run.add_argument("-s", "--strategy", default="count", metavar="SPEC", help=f"aggregation printed to standard output as JSON (default: count): {', '.join(STRATEGY_FORMS)}")
-    run.add_argument("-w", "--workers", type=_positive_int, metavar="N", help="number of worker processes (default: the CPUs this process may use)")
-    run.add_argument("--retries", type=_non_negative_int, default=1, metavar="N", help="times a job runs again after its worker died or timed out (default: 1)")
-    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="seconds a job may run before its worker is killed and the job fails (default: no limit)")
-    run.add_argument("--max-memory", type=_memory_size, metavar="SIZE", help="memory budget of the parent and its workers together, in bytes or with a unit such as 512MiB or 4GiB (default: no budget)")
-    run.add_argument("--summary", type=Path, metavar="PATH", help="write the run summary and the result as JSON to PATH")
-    run.add_argument("--progress-interval", type=_positive_float, default=10.0, metavar="SECONDS", help="seconds between progress log lines when standard error is not a terminal (default: 10)")
+    run.add_argument(
+        "function",
+        metavar="MODULE:FUNCTION",
+        help="the function to run, importable by module and name, such as mypkg.jobs:analyze",
+    )
+    run.add_argument(
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
+        help="input files, read in order; the suffix (.jsonl, .csv, .parquet, .txt) sets the format; '-' reads standard input",
+    )
+    run.add_argument(
+        "--input-format",
+        metavar="NAME",
+        help=f"format of every INPUT instead of its suffix: {', '.join(INPUT_FORMATS)}",
+    )
+    run.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="write one row per successful job to PATH (repeatable); the suffix sets the format",
+    )
+    run.add_argument(
+        "--format",
+        metavar="NAME",
+        help=f"format of every --output instead of its suffix: {', '.join(OUTPUT_FORMATS)}",
+    )
+    run.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="SQLite file that records progress; the same command resumes from it",
+    )
+    run.add_argument(
+        "--checkpoint-seconds",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between two checkpoints (default: 30)",
+    )
+    run.add_argument(
+        "-s",
+        "--strategy",
+        default="count",
+        metavar="SPEC",
+        help=f"aggregation printed to standard output as JSON (default: count): {', '.join(STRATEGY_FORMS)}",
+    )
+    run.add_argument(
+        "-w",
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="number of worker processes (default: the CPUs this process may use)",
+    )
+    run.add_argument(
+        "--retries",
+        type=_non_negative_int,
+        default=1,
+        metavar="N",
+        help="times a job runs again after its worker died or timed out (default: 1)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds a job may run before its worker is killed and the job fails (default: no limit)",
+    )
+    run.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        metavar="SIZE",
+        help="memory budget of the parent and its workers together, in bytes or with a unit such as 512MiB or 4GiB (default: no budget)",
+    )
+    run.add_argument(
+        "--summary",
+        type=Path,
+        metavar="PATH",
+        help="write the run summary and the result as JSON to PATH",
+    )
+    run.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between progress log lines when standard error is not a terminal (default: 10)",
+    )
     run.set_defaults(command=_run, command_name="run")
 
 
@@ -134,7 +237,9 @@ def _run(arguments: argparse.Namespace) -> int:
     outputs = _outputs(arguments.output, arguments.format)
     for path in (arguments.checkpoint, arguments.summary):
         if path is not None:
-            _check_folder(path, "--checkpoint" if path is arguments.checkpoint else "--summary")
+            _check_folder(
+                path, "--checkpoint" if path is arguments.checkpoint else "--summary"
+            )
     aggregation = parse_strategy(arguments.strategy)
     try:
         aggregator = syncagg.Aggregator(
@@ -195,7 +300,9 @@ def load_function(spec: str) -> Callable[[Any], Any]:
     """
     module_name, colon, name = spec.partition(":")
     if not colon or not module_name or not name:
-        raise UsageError(f"expected MODULE:FUNCTION such as mypkg.jobs:analyze, got {spec!r}")
+        raise UsageError(
+            f"expected MODULE:FUNCTION such as mypkg.jobs:analyze, got {spec!r}"
+        )
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
 
@@ -207,12 +314,19 @@ def load_function(spec: str) -> Callable[[Any], Any]:
             "contains it, or add that folder to PYTHONPATH"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any error while importing the user's module
-        where = traceback.extract_tb(exc.__traceback__)[-1]
         raise UsageError(
             f"importing module {module_name!r} failed with {type(exc).__name__}: {exc} "
-            f"(at {where.filename}:{where.lineno}); fix the module"
+            f"(at {_error_location(exc)}); fix the module"
         ) from None
     return _attribute(module, module_name, name)
+
+
+def _error_location(exc: BaseException) -> str:
+    """Return ``file:line`` where an import failed: the syntax error, or the raising line."""
+    if isinstance(exc, SyntaxError):
+        return f"{exc.filename}:{exc.lineno}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{frame.filename}:{frame.lineno}"
 
 
 def _attribute(module: Any, module_name: str, name: str) -> Callable[[Any], Any]:
@@ -226,7 +340,9 @@ def _attribute(module: Any, module_name: str, name: str) -> Callable[[Any], Any]
             )
         value = getattr(value, part)
     if not callable(value):
-        raise UsageError(f"{module_name}:{name} is a {type(value).__qualname__}, not a function; pass a function")
+        raise UsageError(
+            f"{module_name}:{name} is a {type(value).__qualname__}, not a function; pass a function"
+        )
     return value  # type: ignore[no-any-return]
 
 
@@ -235,15 +351,21 @@ def _defined_functions(module: Any) -> list[str]:
     return sorted(
         name
         for name, value in vars(module).items()
-        if callable(value) and not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+        if callable(value)
+        and not name.startswith("_")
+        and getattr(value, "__module__", None) == module.__name__
     )
 
 
 def _outputs(paths: list[str], format_name: str | None) -> list[Output]:
     if format_name is not None and format_name not in OUTPUT_FORMATS:
-        raise UsageError(f"unknown output format {format_name!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+        raise UsageError(
+            f"unknown output format {format_name!r}; use one of {', '.join(OUTPUT_FORMATS)}"
+        )
     if format_name is not None and not paths:
-        raise UsageError("--format sets the format of --output files, but no --output was given; add --output PATH")
+        raise UsageError(
+            "--format sets the format of --output files, but no --output was given; add --output PATH"
+        )
 
     outputs = []
     for path in paths:
@@ -254,7 +376,11 @@ def _outputs(paths: list[str], format_name: str | None) -> list[Output]:
         try:
             outputs.append(from_path(path))
         except ValueError:
-            suffixes = " ".join(s for output_type, _ in OUTPUT_FORMATS.values() for s in output_type.suffixes)
+            suffixes = " ".join(
+                s
+                for output_type, _ in OUTPUT_FORMATS.values()
+                for s in output_type.suffixes
+            )
             raise UsageError(
                 f"cannot tell the format of output {path!r} from its suffix; name it with one of "
                 f"{suffixes}, or pass --format with one of {', '.join(OUTPUT_FORMATS)}"
@@ -287,12 +413,18 @@ def format_summary(summary: RunSummary) -> str:
     if summary.checkpoint is not None:
         rows.append(("checkpoint", str(summary.checkpoint)))
     for failure in summary.failures[:_FAILURES_SHOWN]:
-        error = f"{failure.error.type}: {failure.error.message}" if failure.error else "unknown error"
+        error = (
+            f"{failure.error.type}: {failure.error.message}"
+            if failure.error
+            else "unknown error"
+        )
         rows.append(("failure", f"job {failure.job_id} ({failure.key}): {error}"))
     return "\n".join(f"{label:<12} {value}" for label, value in rows)
 
 
-def _write_summary(path: Path, summary: RunSummary, result: Any, arguments: argparse.Namespace) -> None:
+def _write_summary(
+    path: Path, summary: RunSummary, result: Any, arguments: argparse.Namespace
+) -> None:
     data = {
         "function": arguments.function,
         "strategy": arguments.strategy,
@@ -316,15 +448,24 @@ def _to_json(value: Any) -> bytes:
 
 def _report_stop(reason: str, checkpoint: Path | None) -> None:
     if checkpoint is None:
-        print(f"syncagg run: {reason}; no --checkpoint was given, so the run starts over next time", file=sys.stderr)
+        print(
+            f"syncagg run: {reason}; no --checkpoint was given, so the run starts over next time",
+            file=sys.stderr,
+        )
     else:
-        print(f"syncagg run: {reason}; {checkpoint} holds the jobs done so far, run the same command to resume", file=sys.stderr)
+        print(
+            f"syncagg run: {reason}; {checkpoint} contains the jobs done so far, so running the same command resumes",
+            file=sys.stderr,
+        )
 
 
 def _inspect(arguments: argparse.Namespace) -> int:
     report = describe_checkpoint(arguments.checkpoint)
     if arguments.json:
-        sys.stdout.buffer.write(orjson.dumps(report, default=json_default, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.buffer.write(
+            orjson.dumps(report, default=json_default, option=orjson.OPT_INDENT_2)
+            + b"\n"
+        )
     else:
         print(format_report(report))
     return EXIT_OK
@@ -343,7 +484,9 @@ def _formats(arguments: argparse.Namespace) -> int:
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = _TqdmHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger("syncagg")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -368,7 +511,9 @@ def _positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number, got {text!r}"
+        )
     return value
 
 
@@ -378,7 +523,9 @@ def _non_negative_int(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of 0 or more, got {text!r}"
+        )
     return value
 
 
@@ -388,7 +535,9 @@ def _positive_float(text: str) -> float:
     except ValueError:
         value = 0.0
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, got {text!r}"
+        )
     return value
 
 
@@ -396,4 +545,6 @@ def _memory_size(text: str) -> int:
     try:
         return parse_memory(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("max_memory", "the size")) from None
+        raise argparse.ArgumentTypeError(
+            str(exc).replace("max_memory", "the size")
+        ) from None

@@ -23,7 +23,10 @@ __all__ = ["INPUT_FORMATS", "InputFiles", "open_inputs"]
 
 # Format name -> (suffixes, what one input is).
 INPUT_FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
-    "jsonl": ((".jsonl", ".ndjson"), "one JSON value per line; blank lines are skipped"),
+    "jsonl": (
+        (".jsonl", ".ndjson"),
+        "one JSON value per line; blank lines are skipped",
+    ),
     "csv": ((".csv",), "one dict per row, keyed by the header row; values are strings"),
     "parquet": ((".parquet", ".pq"), "one dict per row"),
     "text": ((".txt",), "one string per line, without its line ending"),
@@ -66,7 +69,10 @@ def open_inputs(paths: list[str], requested: str | None) -> Iterable[Any]:
     UsageError
         If a file is missing, unreadable, or of an unknown format.
     """
-    files = [(path, format_for(path, requested if path != _STDIN else requested or "text")) for path in paths]
+    files = [
+        (path, format_for(path, requested if path != _STDIN else requested or "text"))
+        for path in paths
+    ]
     for path, name in files:
         _check_readable(path, name)
     if any(path == _STDIN for path in paths):
@@ -96,22 +102,30 @@ class InputFiles:
 def _check_readable(path: str, name: str) -> None:
     if path == _STDIN:
         if name == "parquet":
-            raise UsageError("cannot read Parquet from standard input; pass the path of the Parquet file")
+            raise UsageError(
+                "cannot read Parquet from standard input; pass the path of the Parquet file"
+            )
         return
 
     if not os.path.exists(path):
         raise UsageError(f"input file {path!r} not found; check the path")
     if not os.path.isfile(path):
-        raise UsageError(f"input {path!r} is not a file; pass the files to read, one argument each")
+        raise UsageError(
+            f"input {path!r} is not a file; pass the files to read, one argument each"
+        )
     try:
         with open(path, "rb") as file:
             file.read(1)
         if name == "parquet":
             pq.ParquetFile(path).close()
     except OSError as exc:
-        raise UsageError(f"cannot read input file {path!r} ({exc.strerror}); check its permissions") from None
+        raise UsageError(
+            f"cannot read input file {path!r} ({exc.strerror}); check its permissions"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise UsageError(f"input file {path!r} is not a readable Parquet file ({exc}); check the file") from None
+        raise UsageError(
+            f"input file {path!r} is not a readable Parquet file ({exc}); check the file"
+        ) from None
 
 
 def _rows(files: list[tuple[str, str]]) -> Iterator[Any]:
@@ -139,7 +153,9 @@ def _json_lines(path: str) -> Iterator[Any]:
             try:
                 yield orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise ValueError(f"{_name(path)} line {number} is not valid JSON: {exc}") from None
+                raise ValueError(
+                    f"{_name(path)} line {number} is not valid JSON: {exc}"
+                ) from None
 
 
 def _csv_rows(path: str) -> Iterator[dict[str, Any]]:
@@ -153,7 +169,12 @@ def _parquet_rows(path: str) -> Iterator[dict[str, Any]]:
             yield from batch.to_pylist()
 
 
-_READERS = {"jsonl": _json_lines, "csv": _csv_rows, "parquet": _parquet_rows, "text": _text_lines}
+_READERS = {
+    "jsonl": _json_lines,
+    "csv": _csv_rows,
+    "parquet": _parquet_rows,
+    "text": _text_lines,
+}
 
 
 def _count(path: str, name: str) -> int:
@@ -181,7 +202,9 @@ def _count_text(path: str) -> int:
 
 def _open_text(path: str, newline: str = "\n") -> Any:
     if path == _STDIN:
-        return open(sys.stdin.fileno(), encoding="utf-8-sig", newline=newline, closefd=False)
+        return open(
+            sys.stdin.fileno(), encoding="utf-8-sig", newline=newline, closefd=False
+        )
     return open(path, encoding="utf-8-sig", newline=newline)
 
 

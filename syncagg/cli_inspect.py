@@ -42,7 +42,11 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     """
     stored = _read(path)
     if "fingerprint" not in stored:
-        return {"checkpoint": str(path), "status": "empty", "message": "no checkpoint has been written yet"}
+        return {
+            "checkpoint": str(path),
+            "status": "empty",
+            "message": "no checkpoint has been written yet",
+        }
 
     fingerprint = stored["fingerprint"]
     counts = stored.get("counts", {})
@@ -77,27 +81,41 @@ def format_report(report: Mapping[str, Any]) -> str:
         ("function", report["function"]),
         ("strategy", report["strategy"]),
         ("inputs", report["inputs"]),
-        ("jobs done", f"{report['done']} ({report['ok']} ok, {report['failed']} failed)"),
+        (
+            "jobs done",
+            f"{report['done']} ({report['ok']} ok, {report['failed']} failed)",
+        ),
         ("jobs pending", _pending_text(report)),
     ]
     lines += _output_lines(report["outputs"])
     lines.append(("last checkpoint", _age_text(report["updated"])))
     for failure in report["failures"][:_FAILURES_SHOWN]:
-        lines.append(("failure", f"job {failure['job_id']} ({failure['key']}): {failure['error']}"))
+        lines.append(
+            (
+                "failure",
+                f"job {failure['job_id']} ({failure['key']}): {failure['error']}",
+            )
+        )
     return "\n".join(f"{label:<16} {value}" for label, value in lines)
 
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise UsageError(f"checkpoint {str(path)!r} not found; pass the path given to --checkpoint")
+        raise UsageError(
+            f"checkpoint {str(path)!r} not found; pass the path given to --checkpoint"
+        )
     if path.is_dir():
-        raise UsageError(f"checkpoint {str(path)!r} is a folder; pass the checkpoint file")
+        raise UsageError(
+            f"checkpoint {str(path)!r} is a folder; pass the checkpoint file"
+        )
     if path.stat().st_size == 0:
         # A run creates the file empty, then writes the table within moments.
         return {}
 
     try:
-        connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=_READ_TIMEOUT)
+        connection = sqlite3.connect(
+            f"file:{quote(str(path))}?mode=ro", uri=True, timeout=_READ_TIMEOUT
+        )
         try:
             rows = connection.execute(f'SELECT key, value FROM "{_TABLE}"').fetchall()
         finally:
@@ -125,9 +143,15 @@ def _total(inputs: Any, status: str, done: int) -> int | None:
     return None
 
 
-def _outputs(described: list[dict[str, Any]], positions: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _outputs(
+    described: list[dict[str, Any]], positions: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     return [
-        {"path": output["path"], "format": output["format"], "position": positions.get(output["path"])}
+        {
+            "path": output["path"],
+            "format": output["format"],
+            "position": positions.get(output["path"]),
+        }
         for output in described
     ]
 
@@ -141,7 +165,11 @@ def _failure(result: Any) -> dict[str, Any]:
 def _iso(updated: float | None) -> str | None:
     if not updated:
         return None
-    return datetime.datetime.fromtimestamp(updated).astimezone().isoformat(timespec="seconds")
+    return (
+        datetime.datetime.fromtimestamp(updated)
+        .astimezone()
+        .isoformat(timespec="seconds")
+    )
 
 
 def _pending_text(report: Mapping[str, Any]) -> str:
@@ -156,7 +184,12 @@ def _output_lines(outputs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     lines = []
     for index, output in enumerate(outputs):
         label = "outputs" if index == 0 else ""
-        lines.append((label, f"{output['path']} ({output['format']}): {_position_text(output['position'])}"))
+        lines.append(
+            (
+                label,
+                f"{output['path']} ({output['format']}): {_position_text(output['position'])}",
+            )
+        )
     return lines
 
 
@@ -168,7 +201,9 @@ def _position_text(position: Any) -> str:
     if isinstance(position, Mapping) and "offset" in position:
         return f"{position['offset']} bytes committed"
     if isinstance(position, Mapping) and "rows" in position:
-        return f"{position['rows']} rows committed in {position.get('parts', '?')} parts"
+        return (
+            f"{position['rows']} rows committed in {position.get('parts', '?')} parts"
+        )
     return f"committed at {position!r}"
 
 

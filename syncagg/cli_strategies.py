@@ -110,7 +110,9 @@ _OPERATIONS: dict[str, tuple[Callable[..., Any], Any, Callable[[Any], Any] | Non
 }
 
 
-def group_by(key: str, operation: str, field: str | None, groups: dict[Any, Any], value: Any) -> dict[Any, Any]:
+def group_by(
+    key: str, operation: str, field: str | None, groups: dict[Any, Any], value: Any
+) -> dict[Any, Any]:
     """Apply ``operation`` to the group of the result's ``key`` field."""
     group = _field(key, value, skip_none=False)
     if operation == "count":
@@ -140,24 +142,34 @@ def parse_strategy(spec: str) -> Aggregation:
     if name in _OPERATIONS and len(parts) <= 2:
         return _simple(spec, name, _optional_field(parts, 1, spec))
     if name == "group" and len(parts) >= 3 and parts[1]:
-        return _grouped(spec, parts[1], parts[2], _optional_field(parts, 3, spec), len(parts))
+        return _grouped(
+            spec, parts[1], parts[2], _optional_field(parts, 3, spec), len(parts)
+        )
     raise _unknown(spec)
 
 
 def _simple(spec: str, name: str, field: str | None) -> Aggregation:
     function, initial, finish = _OPERATIONS[name]
-    return Aggregation(spec, Reduce(functools.partial(function, field), initial), finish or _same)
+    return Aggregation(
+        spec, Reduce(functools.partial(function, field), initial), finish or _same
+    )
 
 
-def _grouped(spec: str, key: str, operation: str, field: str | None, count: int) -> Aggregation:
+def _grouped(
+    spec: str, key: str, operation: str, field: str | None, count: int
+) -> Aggregation:
     if operation == "count" and count == 3:
-        return Aggregation(spec, Reduce(functools.partial(group_by, key, "count", None), {}), _same)
+        return Aggregation(
+            spec, Reduce(functools.partial(group_by, key, "count", None), {}), _same
+        )
     if operation not in _OPERATIONS or count > 4:
         raise _unknown(spec)
 
     finish = _OPERATIONS[operation][2]
     if finish is None:
-        return Aggregation(spec, Reduce(functools.partial(group_by, key, operation, field), {}), _same)
+        return Aggregation(
+            spec, Reduce(functools.partial(group_by, key, operation, field), {}), _same
+        )
     return Aggregation(
         spec,
         Reduce(functools.partial(group_by, key, operation, field), {}),
@@ -165,7 +177,9 @@ def _grouped(spec: str, key: str, operation: str, field: str | None, count: int)
     )
 
 
-def _finish_groups(finish: Callable[[Any], Any], groups: dict[Any, Any]) -> dict[Any, Any]:
+def _finish_groups(
+    finish: Callable[[Any], Any], groups: dict[Any, Any]
+) -> dict[Any, Any]:
     return {group: finish(state) for group, state in groups.items()}
 
 
@@ -173,12 +187,16 @@ def _optional_field(parts: list[str], index: int, spec: str) -> str | None:
     if len(parts) <= index:
         return None
     if not parts[index]:
-        raise UsageError(f"strategy {spec!r} has an empty field name; write the field after the colon, or drop the colon")
+        raise UsageError(
+            f"strategy {spec!r} has an empty field name; write the field after the colon, or drop the colon"
+        )
     return parts[index]
 
 
 def _unknown(spec: str) -> UsageError:
-    return UsageError(f"unknown strategy {spec!r}; use one of {', '.join(STRATEGY_FORMS)}")
+    return UsageError(
+        f"unknown strategy {spec!r}; use one of {', '.join(STRATEGY_FORMS)}"
+    )
 
 
 def _same(value: Any) -> Any:
@@ -199,13 +217,19 @@ def _field(field: str | None, value: Any, skip_none: bool = True) -> Any:
         )
     if field not in value:
         fields = ", ".join(sorted(map(str, value))) or "none"
-        raise ValueError(f"a result has no field {field!r} (its fields: {fields}); pass a field the function returns")
+        raise ValueError(
+            f"a result has no field {field!r} (its fields: {fields}); pass a field the function returns"
+        )
     return value[field]
 
 
 def _number(field: str | None, value: Any) -> Any:
     item = _field(field, value)
-    if item is None or (isinstance(item, numbers.Number) and not isinstance(item, bool)):
+    if item is None or (
+        isinstance(item, numbers.Number) and not isinstance(item, bool)
+    ):
         return item
     where = "the value" if field is None else f"field {field!r}"
-    raise TypeError(f"{where} is {item!r} of type {type(item).__qualname__}, not a number; return numbers to sum or average")
+    raise TypeError(
+        f"{where} is {item!r} of type {type(item).__qualname__}, not a number; return numbers to sum or average"
+    )

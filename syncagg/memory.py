@@ -17,7 +17,13 @@ import psutil
 
 from syncagg.errors import SyncaggError
 
-__all__ = ["MemoryBudget", "MemoryLimitError", "PeakMemory", "format_bytes", "parse_memory"]
+__all__ = [
+    "MemoryBudget",
+    "MemoryLimitError",
+    "PeakMemory",
+    "format_bytes",
+    "parse_memory",
+]
 
 logger = logging.getLogger("syncagg.memory")
 
@@ -99,7 +105,7 @@ def tree_memory(process: psutil.Process) -> int:
         try:
             total += _resident(member)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            # A worker that exits between the listing and the reading holds nothing.
+            # A worker that exits between the listing and the reading uses no memory.
             continue
     return total
 
@@ -145,7 +151,7 @@ class MemoryBudget:
     collecting : bool
         Whether the strategy keeps every value in memory (``Collect``). Then
         usage above ``limit`` raises ``MemoryLimitError``, since waiting does
-        not free what the strategy holds.
+        not free the values the strategy keeps.
     interval : float, default 0.25
         Seconds between two readings; a reading costs about a millisecond
         per process.
@@ -182,7 +188,10 @@ class MemoryBudget:
 
         if self.usage < self.limit * SOFT_FRACTION:
             if self.paused:
-                logger.info("memory use %s is below the budget again; sending new jobs", format_bytes(self.usage))
+                logger.info(
+                    "memory use %s is below the budget again; sending new jobs",
+                    format_bytes(self.usage),
+                )
             self.paused = False
             return True
 

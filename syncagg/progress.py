@@ -69,7 +69,12 @@ class Progress:
         self._bar: tqdm | None = None
         if enabled and not self._log:
             self._bar = tqdm(
-                total=total, initial=initial, unit="job", dynamic_ncols=True, desc="syncagg", file=stream
+                total=total,
+                initial=initial,
+                unit="job",
+                dynamic_ncols=True,
+                desc="syncagg",
+                file=stream,
             )
             self._show_postfix(refresh=False)
 
@@ -125,7 +130,9 @@ class Progress:
     def _show_postfix(self, refresh: bool) -> None:
         assert self._bar is not None
         self._last_shown = time.monotonic()
-        self._bar.set_postfix(failed=self.failed, mem=format_bytes(self._memory()), refresh=refresh)
+        self._bar.set_postfix(
+            failed=self.failed, mem=format_bytes(self._memory()), refresh=refresh
+        )
 
     def _memory(self) -> int:
         return int(self._process.memory_info().rss)

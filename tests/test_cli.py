@@ -16,10 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SQUARE = "tests.cli_jobs:square"
 
 
-def run_cli(*arguments: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *arguments: str | Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m syncagg`` from the repository root and return the finished process."""
     command = [sys.executable, "-m", "syncagg", *map(str, arguments)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def write_jsonl(path: Path, values: list[object]) -> Path:
@@ -44,12 +48,21 @@ def test_jsonl_input_counts(tmp_path: Path) -> None:
 def test_csv_input_to_every_output(tmp_path: Path) -> None:
     inputs = tmp_path / "in.csv"
     inputs.write_text("x,name\n" + "".join(f"{i},n{i}\n" for i in range(6)))
-    outputs = [tmp_path / "rows.jsonl", tmp_path / "rows.csv", tmp_path / "rows.parquet"]
+    outputs = [
+        tmp_path / "rows.jsonl",
+        tmp_path / "rows.csv",
+        tmp_path / "rows.parquet",
+    ]
 
-    result = run_cli("run", SQUARE, inputs, "-w", "2", *[a for o in outputs for a in ("-o", o)])
+    result = run_cli(
+        "run", SQUARE, inputs, "-w", "2", *[a for o in outputs for a in ("-o", o)]
+    )
 
     assert result.returncode == 0, result.stderr
-    expected = [{"x": i, "square": i * i, "parity": "even" if i % 2 == 0 else "odd"} for i in range(6)]
+    expected = [
+        {"x": i, "square": i * i, "parity": "even" if i % 2 == 0 else "odd"}
+        for i in range(6)
+    ]
     jsonl_rows = [json.loads(line) for line in outputs[0].read_text().splitlines()]
     assert sorted(jsonl_rows, key=lambda row: row["x"]) == expected
     with outputs[1].open(newline="") as file:
@@ -61,7 +74,9 @@ def test_csv_input_to_every_output(tmp_path: Path) -> None:
 
 def test_parquet_input_sums(tmp_path: Path) -> None:
     inputs = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"x": list(range(20)), "label": [f"l{i}" for i in range(20)]}), inputs)
+    pq.write_table(
+        pa.table({"x": list(range(20)), "label": [f"l{i}" for i in range(20)]}), inputs
+    )
 
     result = run_cli("run", SQUARE, inputs, "-w", "2", "--strategy", "sum:square")
 
@@ -73,7 +88,9 @@ def test_text_input_collects_lines(tmp_path: Path) -> None:
     inputs = tmp_path / "in.txt"
     inputs.write_bytes(b"alpha\r\nbeta\n\ngamma")
 
-    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "2", "--strategy", "collect")
+    result = run_cli(
+        "run", "tests.cli_jobs:echo", inputs, "-w", "2", "--strategy", "collect"
+    )
 
     assert result.returncode == 0, result.stderr
     assert sorted(stdout_json(result)) == ["", "alpha", "beta", "gamma"]  # type: ignore[type-var]
@@ -85,7 +102,9 @@ def test_several_inputs_in_order(tmp_path: Path) -> None:
     second.write_text("3\n4\n")
     output = tmp_path / "rows.jsonl"
 
-    result = run_cli("run", SQUARE, first, second, "-w", "1", "-o", output, "-s", "sum:x")
+    result = run_cli(
+        "run", SQUARE, first, second, "-w", "1", "-o", output, "-s", "sum:x"
+    )
 
     assert result.returncode == 0, result.stderr
     assert stdout_json(result) == 10
@@ -95,7 +114,9 @@ def test_several_inputs_in_order(tmp_path: Path) -> None:
 def test_input_format_option(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "numbers.dat", [1, 2, 3])
 
-    result = run_cli("run", SQUARE, inputs, "-w", "1", "--input-format", "jsonl", "-s", "max:square")
+    result = run_cli(
+        "run", SQUARE, inputs, "-w", "1", "--input-format", "jsonl", "-s", "max:square"
+    )
 
     assert result.returncode == 0, result.stderr
     assert stdout_json(result) == 9
@@ -151,7 +172,17 @@ def test_summary_file(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
     summary = tmp_path / "summary.json"
 
-    result = run_cli("run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "-s", "sum:x", "--summary", summary)
+    result = run_cli(
+        "run",
+        "tests.cli_jobs:square_but_seven",
+        inputs,
+        "-w",
+        "2",
+        "-s",
+        "sum:x",
+        "--summary",
+        summary,
+    )
 
     assert result.returncode == 1, result.stderr
     data = json.loads(summary.read_text())
@@ -178,7 +209,9 @@ def test_progress_logs_without_terminal(tmp_path: Path) -> None:
 
     result = run_cli("run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2")
 
-    progress = [line for line in result.stderr.splitlines() if "INFO syncagg: progress:" in line]
+    progress = [
+        line for line in result.stderr.splitlines() if "INFO syncagg: progress:" in line
+    ]
     assert len(progress) >= 1
     assert "10/10 jobs done (100.0%), 1 failed" in progress[-1]
     assert "parent memory" in progress[-1]
@@ -188,24 +221,39 @@ def test_progress_logs_without_terminal(tmp_path: Path) -> None:
 def test_verbose_logs_failed_job(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
 
-    result = run_cli("run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "--verbose")
+    result = run_cli(
+        "run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "--verbose"
+    )
 
     assert result.returncode == 1, result.stderr
-    assert "DEBUG syncagg.collector: job 7 (7) failed: 7 is not welcome" in result.stderr
+    assert (
+        "DEBUG syncagg.collector: job 7 (7) failed: 7 is not welcome" in result.stderr
+    )
 
 
 def test_timeout_fails_hung_job(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", list(range(8)))
 
     result = run_cli(
-        "run", "tests.cli_jobs:hang_on_three", inputs, "-w", "2", "--timeout", "1", "--retries", "0",
-        "-s", "sum:x",
+        "run",
+        "tests.cli_jobs:hang_on_three",
+        inputs,
+        "-w",
+        "2",
+        "--timeout",
+        "1",
+        "--retries",
+        "0",
+        "-s",
+        "sum:x",
     )
 
     assert result.returncode == 1, result.stderr
     assert stdout_json(result) == sum(range(8)) - 3
     assert "ok           7" in result.stderr.splitlines()
-    failure = [line for line in result.stderr.splitlines() if line.startswith("failure")]
+    failure = [
+        line for line in result.stderr.splitlines() if line.startswith("failure")
+    ]
     assert len(failure) == 1
     assert failure[0].startswith("failure      job 3 (3): syncagg.Timeout: worker ")
     assert "ran longer than the 1 s timeout" in failure[0]
@@ -219,7 +267,9 @@ def test_invalid_json_input_exit_three(tmp_path: Path) -> None:
 
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("syncagg run: error: reading the inputs failed")
+    assert result.stderr.splitlines()[-1].startswith(
+        "syncagg run: error: reading the inputs failed"
+    )
     assert "line 3 is not valid JSON" in result.stderr
 
 
@@ -248,26 +298,72 @@ def test_help_names_units() -> None:
     ("arguments", "named", "fix"),
     [
         (["nosuchmodule:f", "IN"], "'nosuchmodule'", "add that folder to PYTHONPATH"),
-        (["tests.cli_jobs:nope", "IN"], "'nope'", "its functions are: echo, hang_on_three"),
-        (["tests.cli_jobs:NOT_A_FUNCTION", "IN"], "NOT_A_FUNCTION is a int", "pass a function"),
+        (
+            ["tests.cli_jobs:nope", "IN"],
+            "'nope'",
+            "its functions are: count_jobs, echo, hang_on_three",
+        ),
+        (
+            ["tests.cli_jobs:NOT_A_FUNCTION", "IN"],
+            "NOT_A_FUNCTION is a int",
+            "pass a function",
+        ),
         (["tests.cli_jobs", "IN"], "'tests.cli_jobs'", "expected MODULE:FUNCTION"),
         ([SQUARE, "missing.jsonl"], "'missing.jsonl' not found", "check the path"),
         ([SQUARE, "IN", "-o", "nofolder/rows.csv"], "'nofolder'", "mkdir -p nofolder"),
-        ([SQUARE, "IN", "-o", "rows.xlsx"], "'rows.xlsx'", "pass --format with one of jsonl, csv, parquet"),
-        ([SQUARE, "IN", "-o", "rows.csv", "--format", "xls"], "'xls'", "use one of jsonl, csv, parquet"),
-        ([SQUARE, "IN", "--input-format", "xml"], "'xml'", "use one of jsonl, csv, parquet, text"),
-        ([SQUARE, "IN", "--strategy", "median:x"], "'median:x'", "use one of count, sum[:FIELD]"),
+        (
+            [SQUARE, "IN", "-o", "rows.xlsx"],
+            "'rows.xlsx'",
+            "pass --format with one of jsonl, csv, parquet",
+        ),
+        (
+            [SQUARE, "IN", "-o", "rows.csv", "--format", "xls"],
+            "'xls'",
+            "use one of jsonl, csv, parquet",
+        ),
+        (
+            [SQUARE, "IN", "--input-format", "xml"],
+            "'xml'",
+            "use one of jsonl, csv, parquet, text",
+        ),
+        (
+            [SQUARE, "IN", "--strategy", "median:x"],
+            "'median:x'",
+            "use one of count, sum[:FIELD]",
+        ),
         ([SQUARE, "IN", "--max-memory", "4 apples"], "'4 apples'", "'512MiB'"),
         ([SQUARE, "IN", "--workers", "0"], "'0'", "expected a positive whole number"),
-        ([SQUARE, "IN", "--timeout", "-1"], "'-1'", "expected a positive number of seconds"),
-        ([SQUARE, "IN", "--checkpoint", "nofolder/run.sqlite"], "'nofolder'", "mkdir -p nofolder"),
+        (
+            [SQUARE, "IN", "--timeout", "-1"],
+            "'-1'",
+            "expected a positive number of seconds",
+        ),
+        (
+            [SQUARE, "IN", "--checkpoint", "nofolder/run.sqlite"],
+            "'nofolder'",
+            "mkdir -p nofolder",
+        ),
     ],
     ids=[
-        "module", "function", "not-callable", "no-colon", "input", "output-folder", "output-suffix",
-        "format", "input-format", "strategy", "max-memory", "workers", "timeout", "checkpoint-folder",
+        "module",
+        "function",
+        "not-callable",
+        "no-colon",
+        "input",
+        "output-folder",
+        "output-suffix",
+        "format",
+        "input-format",
+        "strategy",
+        "max-memory",
+        "workers",
+        "timeout",
+        "checkpoint-folder",
     ],
 )
-def test_bad_argument_one_line(tmp_path: Path, arguments: list[str], named: str, fix: str) -> None:
+def test_bad_argument_one_line(
+    tmp_path: Path, arguments: list[str], named: str, fix: str
+) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", [1])
     arguments = [str(inputs) if a == "IN" else a for a in arguments]
 
@@ -296,7 +392,33 @@ def test_console_script_matches_module() -> None:
     if not script.exists():
         pytest.skip("the syncagg console script is not installed in this environment")
 
-    result = subprocess.run([script, "formats"], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [script, "formats"], capture_output=True, text=True, timeout=60, check=False
+    )
 
     assert result.returncode == 0
     assert result.stdout == run_cli("formats").stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def f(:\n", "failed with SyntaxError: "),
+        ("raise RuntimeError('no config')\n", "failed with RuntimeError: no config"),
+    ],
+    ids=["syntax", "raises"],
+)
+def test_broken_module_one_line(tmp_path: Path, source: str, message: str) -> None:
+    (tmp_path / "broken.py").write_text(source)
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1])
+    command = [sys.executable, "-m", "syncagg", "run", "broken:f", str(inputs)]
+
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "importing module 'broken' " + message in result.stderr
+    assert f"(at {tmp_path / 'broken.py'}:1); fix the module" in result.stderr

@@ -20,9 +20,19 @@ COUNT = 300
 def run_command(folder: Path) -> list[str]:
     """Return the arguments of a run over COUNT slow jobs with a checkpoint every 0.2 s."""
     return [
-        "run", "tests.cli_jobs:slow_square", str(folder / "in.jsonl"), "-w", "2",
-        "-o", str(folder / "rows.jsonl"), "-s", "sum:x",
-        "--checkpoint", str(folder / "run.sqlite"), "--checkpoint-seconds", "0.2",
+        "run",
+        "tests.cli_jobs:slow_square",
+        str(folder / "in.jsonl"),
+        "-w",
+        "2",
+        "-o",
+        str(folder / "rows.jsonl"),
+        "-s",
+        "sum:x",
+        "--checkpoint",
+        str(folder / "run.sqlite"),
+        "--checkpoint-seconds",
+        "0.2",
     ]
 
 
@@ -32,11 +42,15 @@ def inspect_json(checkpoint: Path) -> dict[str, object]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-def wait_for_done(process: subprocess.Popen[bytes], checkpoint: Path, at_least: int) -> dict[str, object]:
+def wait_for_done(
+    process: subprocess.Popen[bytes], checkpoint: Path, at_least: int
+) -> dict[str, object]:
     """Return the first ``inspect --json`` report with ``at_least`` jobs done, read while the run goes on."""
     deadline = time.monotonic() + 60
     while True:
-        assert process.poll() is None, "the run ended before the test could interrupt it"
+        assert process.poll() is None, (
+            "the run ended before the test could interrupt it"
+        )
         assert time.monotonic() < deadline, "no checkpoint within 60 s"
         if checkpoint.exists() and checkpoint.stat().st_size > 0:
             report = inspect_json(checkpoint)
@@ -60,7 +74,9 @@ def interrupt_run(folder: Path, signum: int) -> tuple[int, dict[str, object], st
     log = folder / "stderr.txt"
     command = [sys.executable, "-m", "syncagg", *run_command(folder)]
     with log.open("wb") as stderr:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr
+        )
         try:
             report = wait_for_done(process, folder / "run.sqlite", 20)
             code = stop(process, signum)
@@ -76,9 +92,14 @@ def resume_and_check(folder: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert stdout_json(result) == sum(range(COUNT))
-    rows = [json.loads(line)["x"] for line in (folder / "rows.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)["x"]
+        for line in (folder / "rows.jsonl").read_text().splitlines()
+    ]
     assert sorted(rows) == list(range(COUNT))
-    resumed = [line for line in result.stderr.splitlines() if line.startswith("resumed")]
+    resumed = [
+        line for line in result.stderr.splitlines() if line.startswith("resumed")
+    ]
     assert len(resumed) == 1
     assert int(resumed[0].split()[1]) > 0
 
@@ -91,7 +112,10 @@ def test_sigint_exits_130_then_resumes(tmp_path: Path) -> None:
     assert running["status"] == "running"
     assert running["total"] == COUNT
     assert "Traceback" not in stderr
-    assert f"interrupted by Ctrl-C; {tmp_path / 'run.sqlite'} holds the jobs done so far" in stderr
+    assert (
+        f"interrupted by Ctrl-C; {tmp_path / 'run.sqlite'} contains the jobs done so far"
+        in stderr
+    )
 
     partial = inspect_json(tmp_path / "run.sqlite")
     assert partial["status"] == "running"
@@ -137,7 +161,15 @@ def test_inspect_finished(tmp_path: Path) -> None:
     checkpoint = tmp_path / "run.sqlite"
     output = tmp_path / "rows.parquet"
     result = run_cli(
-        "run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "-o", output, "--checkpoint", checkpoint
+        "run",
+        "tests.cli_jobs:square_but_seven",
+        inputs,
+        "-w",
+        "2",
+        "-o",
+        output,
+        "--checkpoint",
+        checkpoint,
     )
     assert result.returncode == 1, result.stderr
 
@@ -158,13 +190,27 @@ def test_inspect_finished(tmp_path: Path) -> None:
     assert report["pending"] == 0
     assert report["function"] == "tests.cli_jobs.square_but_seven"
     assert report["strategy"] == "Reduce(syncagg.cli_strategies.count_value)"
-    assert report["outputs"] == [{"path": str(output), "format": "parquet", "position": {"parts": 1, "rows": 9}}]
-    assert report["failures"] == [{"job_id": 7, "key": "7", "error": "ValueError: 7 is not welcome"}]
+    assert report["outputs"] == [
+        {"path": str(output), "format": "parquet", "position": {"parts": 1, "rows": 9}}
+    ]
+    assert report["failures"] == [
+        {"job_id": 7, "key": "7", "error": "ValueError: 7 is not welcome"}
+    ]
 
 
 def test_rerun_of_finished_run_returns_at_once(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
-    arguments = ["run", "tests.cli_jobs:square", inputs, "-w", "2", "-s", "sum:x", "--checkpoint", tmp_path / "run.sqlite"]
+    arguments = [
+        "run",
+        "tests.cli_jobs:square",
+        inputs,
+        "-w",
+        "2",
+        "-s",
+        "sum:x",
+        "--checkpoint",
+        tmp_path / "run.sqlite",
+    ]
     first = run_cli(*arguments)
 
     second = run_cli(*arguments)
@@ -178,9 +224,29 @@ def test_rerun_of_finished_run_returns_at_once(tmp_path: Path) -> None:
 def test_changed_strategy_exit_two(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", list(range(4)))
     checkpoint = tmp_path / "run.sqlite"
-    first = run_cli("run", "tests.cli_jobs:square", inputs, "-w", "1", "-s", "sum:x", "--checkpoint", checkpoint)
+    first = run_cli(
+        "run",
+        "tests.cli_jobs:square",
+        inputs,
+        "-w",
+        "1",
+        "-s",
+        "sum:x",
+        "--checkpoint",
+        checkpoint,
+    )
 
-    second = run_cli("run", "tests.cli_jobs:square", inputs, "-w", "1", "-s", "sum:square", "--checkpoint", checkpoint)
+    second = run_cli(
+        "run",
+        "tests.cli_jobs:square",
+        inputs,
+        "-w",
+        "1",
+        "-s",
+        "sum:square",
+        "--checkpoint",
+        checkpoint,
+    )
 
     assert first.returncode == 0, first.stderr
     assert second.returncode == 2
@@ -194,11 +260,16 @@ def test_changed_strategy_exit_two(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (None, "not found; pass the path given to --checkpoint"),
-        (b"not a database at all, just text that is long enough" * 4, "is not a syncagg checkpoint"),
+        (
+            b"not a database at all, just text that is long enough" * 4,
+            "is not a syncagg checkpoint",
+        ),
     ],
     ids=["missing", "not-sqlite"],
 )
-def test_inspect_bad_file_exit_two(tmp_path: Path, content: bytes | None, message: str) -> None:
+def test_inspect_bad_file_exit_two(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
     path = tmp_path / "run.sqlite"
     if content is not None:
         path.write_bytes(content)

@@ -47,9 +47,14 @@ def test_parse_memory_sizes(value: int | str, expected: int) -> None:
     assert parse_memory(value) == expected
 
 
-@pytest.mark.parametrize("value", [0, -5, True, 2.5, "", "4 apples", "GiB", "0MiB", "-1GiB", None])
+@pytest.mark.parametrize(
+    "value", [0, -5, True, 2.5, "", "4 apples", "GiB", "0MiB", "-1GiB", None]
+)
 def test_parse_memory_rejects(value: object) -> None:
-    with pytest.raises(ValueError, match="max_memory must be a positive int of bytes, or a string such as") as info:
+    with pytest.raises(
+        ValueError,
+        match="max_memory must be a positive int of bytes, or a string such as",
+    ) as info:
         parse_memory(value)
     assert repr(value) in str(info.value)
 
@@ -81,20 +86,27 @@ def test_tree_memory_counts_children() -> None:
 
 def test_collect_over_budget_raises() -> None:
     budget = tree_memory(psutil.Process()) + 100 * MiB
-    aggregator = sa.Aggregator(strategy=sa.Collect(), workers=2, progress=False, max_memory=budget)
+    aggregator = sa.Aggregator(
+        strategy=sa.Collect(), workers=2, progress=False, max_memory=budget
+    )
 
     with pytest.raises(sa.MemoryLimitError) as info:
         aggregator.run(big_result, range(COUNT))
 
     message = str(info.value)
-    assert f"passed the budget max_memory={format_bytes(budget)} ({budget} bytes)" in message
+    assert (
+        f"passed the budget max_memory={format_bytes(budget)} ({budget} bytes)"
+        in message
+    )
     assert "use a streaming strategy such as Reduce, Merge or Stream" in message
     assert "or write the results to outputs" in message
 
 
 def test_streaming_run_under_budget_completes() -> None:
     budget = tree_memory(psutil.Process()) + 400 * MiB
-    aggregator = sa.Aggregator(strategy=sa.Reduce(add_length, 0), workers=2, progress=False, max_memory=budget)
+    aggregator = sa.Aggregator(
+        strategy=sa.Reduce(add_length, 0), workers=2, progress=False, max_memory=budget
+    )
 
     summary = aggregator.run(big_result, range(COUNT))
 
@@ -105,7 +117,12 @@ def test_streaming_run_under_budget_completes() -> None:
 def test_streaming_run_over_budget_throttles(caplog: pytest.LogCaptureFixture) -> None:
     # A budget below what the process already uses: every reading is above
     # the soft limit, so jobs go out only when none are in flight.
-    aggregator = sa.Aggregator(strategy=sa.Reduce(cli_jobs.count_jobs, 0), workers=2, progress=False, max_memory="1MiB")
+    aggregator = sa.Aggregator(
+        strategy=sa.Reduce(cli_jobs.count_jobs, 0),
+        workers=2,
+        progress=False,
+        max_memory="1MiB",
+    )
 
     with caplog.at_level(logging.WARNING, logger="syncagg.memory"):
         summary = aggregator.run(cli_jobs.square, range(50))

@@ -24,7 +24,9 @@ def progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_log_line_without_terminal(caplog: pytest.LogCaptureFixture) -> None:
     stream = io.StringIO()
     with caplog.at_level(logging.INFO, logger="syncagg"):
-        progress = Progress(True, total=10, initial=0, failed=0, interval=0.0, stream=stream)
+        progress = Progress(
+            True, total=10, initial=0, failed=0, interval=0.0, stream=stream
+        )
         progress.advance(3, 1)
         progress.close()
 
@@ -38,7 +40,9 @@ def test_log_line_without_terminal(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_log_lines_wait_for_interval(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="syncagg"):
-        progress = Progress(True, total=None, initial=2, failed=0, interval=3600.0, stream=io.StringIO())
+        progress = Progress(
+            True, total=None, initial=2, failed=0, interval=3600.0, stream=io.StringIO()
+        )
         progress.advance(2, 0)
         progress.tick()
         progress.close()
@@ -66,7 +70,9 @@ def test_bar_on_terminal(caplog: pytest.LogCaptureFixture) -> None:
 def test_disabled_is_silent(caplog: pytest.LogCaptureFixture) -> None:
     stream = Terminal()
     with caplog.at_level(logging.INFO, logger="syncagg"):
-        progress = Progress(False, total=10, initial=0, failed=0, interval=0.0, stream=stream)
+        progress = Progress(
+            False, total=10, initial=0, failed=0, interval=0.0, stream=stream
+        )
         progress.advance(5, 1)
         progress.close()
 

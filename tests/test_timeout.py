@@ -38,7 +38,10 @@ def test_fast_jobs_keep_their_worker() -> None:
     ("settings", "message"),
     [
         ({"timeout": 0}, r"timeout must be a positive number, got 0"),
-        ({"timeout": 1, "workers": sa.Threads(2)}, r"timeout works with worker processes only"),
+        (
+            {"timeout": 1, "workers": sa.Threads(2)},
+            r"timeout works with worker processes only",
+        ),
     ],
     ids=["zero", "threads"],
 )
