@@ -134,8 +134,10 @@ def _reduce_memoryview(view: memoryview) -> tuple[Any, ...]:
     Raises ``TypeError`` for a format that ``memoryview.cast`` cannot
     rebuild, such as the structured formats of numpy record arrays.
     """
+    # The type stubs accept only literal formats, hence the Any.
+    probe: Any = memoryview(bytes(view.itemsize))
     try:
-        memoryview(bytes(view.itemsize)).cast(view.format)
+        probe.cast(view.format)
     except (TypeError, ValueError):
         raise TypeError(
             f"cannot pickle a memoryview of format {view.format!r}; only native "
@@ -150,10 +152,13 @@ def _rebuild_memoryview(data: Any, item_format: str, shape: tuple[int, ...], rea
     if view.readonly and not readonly:
         # A non-contiguous view arrives as bytes; keep the original writable.
         view = memoryview(bytearray(view))
+    flat: Any = view.cast("B")
     if 0 in shape:
         # memoryview.cast rejects a shape with a zero, so an empty view comes back flat.
-        return view.cast("B").cast(item_format)
-    return view.cast("B").cast(item_format, shape)
+        rebuilt: memoryview = flat.cast(item_format)
+    else:
+        rebuilt = flat.cast(item_format, shape)
+    return rebuilt
 
 
 def encode_message(obj: Any) -> EncodedMessage:

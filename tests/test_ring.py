@@ -173,8 +173,8 @@ def test_regions_do_not_overlap(segment: shared_memory.SharedMemory) -> None:
     writers = [RingWriter(segment.buf, i, CAPACITY, start=0) for i in range(2)]
     readers = [RingReader(segment.buf, i, CAPACITY) for i in range(2)]
     payloads = [bytes([0xAA]) * CAPACITY, bytes([0x55]) * CAPACITY]
-    for writer, payload in zip(writers, payloads):
-        writer.set_running(7)
+    for index, (writer, payload) in enumerate(zip(writers, payloads, strict=True)):
+        writer.set_running(7 + index)
         _write(writer, payload)
 
     assert _read(readers[0], 0, CAPACITY) == payloads[0]
@@ -182,9 +182,9 @@ def test_regions_do_not_overlap(segment: shared_memory.SharedMemory) -> None:
     assert readers[0].head == CAPACITY
     assert readers[1].head == CAPACITY
     assert readers[0].running_job() == 7
-    assert readers[1].running_job() == 7
+    assert readers[1].running_job() == 8
 
-    for writer, reader in zip(writers, readers):
+    for writer, reader in zip(writers, readers, strict=True):
         writer.release()
         reader.release()
 

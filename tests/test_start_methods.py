@@ -58,7 +58,7 @@ def test_arrays_under_start_method(start_method: str) -> None:
 
     assert summary.counts["ok"] == 30
     assert len(summary.value) == 30
-    for x, array in zip(INPUTS, summary.value):
+    for x, array in zip(INPUTS, summary.value, strict=True):
         assert array.dtype == np.float64
         assert array.shape == (1000,)
         np.testing.assert_array_equal(array, np.full(1000, float(x)))

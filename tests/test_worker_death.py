@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import pytest
 
 import syncagg as sa
 from tests import jobs
