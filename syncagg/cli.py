@@ -169,6 +169,12 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"format of every --output instead of its suffix: {', '.join(OUTPUT_FORMATS)}",
     )
+    _add_run_controls(run)
+    run.set_defaults(command=_run, command_name="run")
+
+
+def _add_run_controls(run: argparse.ArgumentParser) -> None:
+    """Add the options of ``syncagg run`` that set checkpoints, workers and limits."""
     run.add_argument(
         "--checkpoint",
         type=Path,
@@ -207,7 +213,7 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         "--timeout",
         type=_positive_float,
         metavar="SECONDS",
-        help="seconds a job may run before its worker is killed and the job fails (default: no limit)",
+        help="seconds a job may run; a longer job has its worker killed and is retried or failed (default: no limit)",
     )
     run.add_argument(
         "--max-memory",
@@ -228,7 +234,6 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between progress log lines when standard error is not a terminal (default: 10)",
     )
-    run.set_defaults(command=_run, command_name="run")
 
 
 def _run(arguments: argparse.Namespace) -> int:
@@ -482,7 +487,11 @@ def _formats(arguments: argparse.Namespace) -> int:
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    level = logging.INFO
+    if verbose:
+        level = logging.DEBUG
+    elif quiet:
+        level = logging.WARNING
     handler = _TqdmHandler()
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")

@@ -94,9 +94,9 @@ def tree_memory(process: psutil.Process) -> int:
     """Return the memory of ``process`` and all its descendants, in bytes.
 
     Each process counts its proportional set size (PSS) where the kernel
-    reports it: a page shared by ``n`` processes counts ``1/n`` in each, so
-    pages that forked workers share with the parent, and the shared-memory
-    ring, count once in the sum. Without PSS the resident set size (RSS) of
+    reports it. A page shared by ``n`` processes counts ``1/n`` in each, so
+    the pages that forked workers share with the parent count once in the
+    sum, and so does the shared-memory ring. Without PSS the resident set size (RSS) of
     each process is summed, which counts shared pages once per process and
     so overstates the total.
     """
