@@ -23,6 +23,7 @@ import orjson
 from tqdm import tqdm
 
 import syncagg
+from syncagg.aggregator import Aggregator
 from syncagg.cli_errors import UsageError
 from syncagg.cli_inputs import INPUT_FORMATS, open_inputs
 from syncagg.cli_inspect import describe_checkpoint, format_report
@@ -247,7 +248,7 @@ def _run(arguments: argparse.Namespace) -> int:
             )
     aggregation = parse_strategy(arguments.strategy)
     try:
-        aggregator = syncagg.Aggregator(
+        aggregator = Aggregator(
             strategy=aggregation.strategy,
             outputs=outputs,
             checkpoint=arguments.checkpoint,
@@ -265,7 +266,7 @@ def _run(arguments: argparse.Namespace) -> int:
 
 
 def _execute(
-    aggregator: syncagg.Aggregator,
+    aggregator: Aggregator,
     fn: Callable[[Any], Any],
     inputs: Any,
     aggregation: Aggregation,
