@@ -148,7 +148,7 @@ class WorkerPool:
         """Raise ``WorkerStartError`` if the slot's worker exited by itself before it was ready.
 
         A worker killed by a signal before it was ready, for example by the
-        OOM killer or an operator's SIGKILL, says nothing about whether the
+        OOM killer or an operator's SIGKILL, does not show whether the
         function can be imported. The caller replaces it like any dead worker.
         """
         if slot.ready:
