@@ -153,7 +153,7 @@ def test_self_kill_without_retries() -> None:
 
 def test_random_kills_settle_every_job() -> None:
     with WorkerKiller(planned=6, seed=7, pause=(0.02, 0.1)) as killer:
-        numbers = Numbers(killer, minimum=200, maximum=20_000)
+        numbers = Numbers(killer, minimum=200, maximum=5_000)
         summary = sa.Aggregator(workers=2, progress=False).run(jobs.sleepy_square, numbers)
 
     assert killer.kills == 6
@@ -185,7 +185,7 @@ def test_kill_during_ring_write_keeps_arrays() -> None:
         ring_size=2 * 9 * _MiB,
     )
     with WorkerKiller(planned=5, seed=11, pause=(0.01, 0.06)) as killer:
-        numbers = Numbers(killer, minimum=40, maximum=2_000)
+        numbers = Numbers(killer, minimum=40, maximum=1_000)
         summary = aggregator.run(jobs.striped_array, numbers)
 
     assert killer.kills == 5
