@@ -17,6 +17,7 @@ from typing import Any
 
 from syncagg.checkpoint import Checkpoint, CheckpointState
 from syncagg.collector import Collector
+from syncagg.dask_source import DaskSource, cluster_threads, dask_client
 from syncagg.dispatcher import Dispatcher, default_key
 from syncagg.errors import InputError
 from syncagg.executors import ExecutorSource, FutureSource, Threads
@@ -63,11 +64,13 @@ class Aggregator:
         Worker processes; by default the number of CPUs this process may
         use. ``Threads(n)`` runs jobs in ``n`` threads of this process
         instead, for functions that wait on I/O. With ``executor``, the
-        number of the executor's workers (chunks in flight are twice that).
+        number of the executor's workers (chunks in flight are twice that);
+        with a Dask client, the total threads of the cluster's workers.
     executor : concurrent.futures.Executor, optional
         Run jobs through an executor the caller owns, such as a
         ``ProcessPoolExecutor`` or Dask's ``Client.get_executor()`` (a Dask
-        ``Client`` is accepted too). The caller shuts it down.
+        ``Client`` is accepted too; see ``docs/dask.md``). The caller shuts
+        it down.
     progress : bool, default True
         Show a tqdm progress bar on standard error. When standard error is
         not a terminal, log one INFO line on the ``syncagg`` logger every
@@ -152,7 +155,7 @@ class Aggregator:
         elif workers is not None:
             self.workers = _positive_int("workers", workers)
         else:
-            self.workers = getattr(self.executor, "_max_workers", None) or _usable_cpus()
+            self.workers = _default_workers(self.executor)
         self.progress = bool(progress)
         self.key = key
         self.retries = _non_negative_int("retries", retries)
@@ -222,6 +225,8 @@ class Aggregator:
     def _source(self, fn: Callable[[Any], Any]) -> Source:
         if self.threads is not None:
             return ExecutorSource.threads(self.threads, fn)
+        if self.executor is not None and dask_client(self.executor) is not None:
+            return DaskSource.from_executor(self.executor, fn, slots=self.workers * 2)
         if self.executor is not None:
             return ExecutorSource(self.executor, fn, slots=self.workers * 2, owned=False)
 
@@ -463,6 +468,16 @@ def _check_distinct(outputs: list[Output]) -> None:
         if path in seen:
             raise ValueError(f"two outputs write to {str(output.path)!r}; give each output its own path")
         seen.add(path)
+
+
+def _default_workers(executor: Executor | None) -> int:
+    if executor is None:
+        return _usable_cpus()
+    client = dask_client(executor)
+    if client is not None:
+        # The cluster's threads, not this machine's CPUs: the jobs run there.
+        return cluster_threads(client)
+    return getattr(executor, "_max_workers", None) or _usable_cpus()
 
 
 def _usable_cpus() -> int:

@@ -7,7 +7,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import psutil
 import pytest
@@ -16,6 +17,22 @@ from syncagg.segments import SHM_DIR
 
 # Long-lived helpers that multiprocessing starts once per interpreter.
 _HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+@dataclass(frozen=True)
+class Lasting:
+    """Child processes and descriptors that a module-scoped fixture keeps between tests.
+
+    Both are callables, not sets, because they change while the fixture is
+    active: a Dask nanny restarts a lost worker under a new pid, and Dask's
+    connection pools open sockets as they grow.
+    """
+
+    pids: Callable[[], set[int]]
+    descriptors: Callable[[], set[int]]
+
+
+_LASTING: list[Lasting] = []
 
 
 def _segments() -> set[str]:
@@ -37,11 +54,14 @@ def _segments() -> set[str]:
 
 
 def _children() -> list[psutil.Process]:
+    lasting = set().union(*(item.pids() for item in _LASTING))
     children = []
     for child in psutil.Process().children(recursive=True):
         try:
             command = " ".join(child.cmdline())
             if child.status() == psutil.STATUS_ZOMBIE or any(h in command for h in _HELPERS):
+                continue
+            if child.pid in lasting:
                 continue
         except psutil.NoSuchProcess:
             continue
@@ -66,11 +86,27 @@ def _start_helpers() -> None:
     process.join()
 
 
+def _descriptors() -> int:
+    """Count this process's open descriptors, leaving out those of registered fixtures."""
+    lasting = set().union(*(item.descriptors() for item in _LASTING))
+    return psutil.Process().num_fds() - len(lasting)
+
+
+@pytest.fixture(scope="session")
+def lasting() -> list[Lasting]:
+    """Return the registry of processes and descriptors that the leak check skips.
+
+    A module-scoped fixture appends its ``Lasting`` after it starts them and
+    removes it before it stops them.
+    """
+    return _LASTING
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a segment, a child process, a syncagg thread or a descriptor."""
     segments = _segments()
-    descriptors = psutil.Process().num_fds()
+    descriptors = _descriptors()
     yield
 
     deadline = time.monotonic() + 5
@@ -83,4 +119,4 @@ def no_leaks() -> Iterator[None]:
     assert threads == []
 
     assert _segments() - segments == set()
-    assert psutil.Process().num_fds() == descriptors
+    assert _descriptors() == descriptors

@@ -1,0 +1,325 @@
+"""Runs on a real Dask LocalCluster, compared with the same jobs run by local workers.
+
+One cluster of two worker processes with one thread each, bound to
+127.0.0.1, serves the whole module. Its scheduler fails a task at the first
+lost worker (``allowed_failures=0``), so syncagg's ``retries`` alone decide
+how often a job runs, as docs/dask.md describes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import distributed
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+import syncagg as sa
+from tests import dask_resumable_run, jobs
+from tests.conftest import Lasting
+
+ROOT = Path(__file__).resolve().parent.parent
+COUNT = 300
+EXPECTED_VALUE = sum(x * x for x in range(COUNT) if x % 7 != 0)
+EXPECTED_FAILED = list(range(0, COUNT, 7))
+RESUME_COUNT = 600
+
+
+def _worker_pids(cluster: distributed.LocalCluster) -> set[int]:
+    """Return the pids of the worker processes that the cluster's nannies run now."""
+    pids = set()
+    for nanny in cluster.workers.values():
+        process = getattr(nanny, "process", None)
+        if process is not None and process.pid is not None:
+            pids.add(process.pid)
+    return pids
+
+
+def _network_sockets() -> set[int]:
+    """Return this process's descriptors of sockets other than Unix sockets.
+
+    They are the cluster's connections, because syncagg opens no network
+    sockets. Counting by kind, not by address, also covers a socket that
+    Dask has created but not yet connected.
+    """
+    with open("/proc/net/unix") as table:
+        next(table)
+        unix_inodes = {line.split()[6] for line in table}
+    sockets = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            continue  # closed since the listing, such as the listing's own descriptor
+        if target.startswith("socket:[") and target[8:-1] not in unix_inodes:
+            sockets.add(int(name))
+    return sockets
+
+
+def _local_cluster(workers: int) -> distributed.LocalCluster:
+    """Start a LocalCluster on 127.0.0.1 whose scheduler fails a task at its first lost worker."""
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        # A free port for the scheduler's HTTP server: with no dashboard,
+        # Dask still serves it, by default on port 8787.
+        scheduler_kwargs={"allowed_failures": 0, "dashboard_address": "127.0.0.1:0"},
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(lasting: list[Lasting]) -> Iterator[distributed.LocalCluster]:
+    cluster = _local_cluster(2)
+    registered = Lasting(pids=functools.partial(_worker_pids, cluster), descriptors=_network_sockets)
+    lasting.append(registered)
+    try:
+        yield cluster
+    finally:
+        lasting.remove(registered)
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def client(cluster: distributed.LocalCluster) -> Iterator[distributed.Client]:
+    with distributed.Client(cluster) as client:
+        yield client
+
+
+def _run(out: Path, fn: Callable[[Any], Any], **settings: Any) -> sa.RunSummary:
+    out.mkdir()
+    aggregator = sa.Aggregator(
+        strategy=sa.Reduce(jobs.add_square, 0),
+        outputs=[out / "rows.jsonl", out / "rows.parquet"],
+        progress=False,
+        **settings,
+    )
+    return aggregator.run(fn, range(COUNT))
+
+
+def _jsonl_xs(path: Path) -> list[int]:
+    return sorted(json.loads(line)["x"] for line in path.read_text().splitlines())
+
+
+def _parquet_rows(path: Path) -> list[tuple[int, int]]:
+    table = pq.read_table(path)
+    return sorted(zip(table.column("x").to_pylist(), table.column("square").to_pylist(), strict=True))
+
+
+def test_client_matches_local(tmp_path: Path, client: distributed.Client) -> None:
+    on_dask = _run(tmp_path / "dask", jobs.fail_on_multiples_of_seven, executor=client)
+    local = _run(tmp_path / "local", jobs.fail_on_multiples_of_seven, workers=2)
+
+    assert on_dask.value == EXPECTED_VALUE
+    assert local.value == EXPECTED_VALUE
+    assert on_dask.counts == local.counts
+    assert sorted(f.job_id for f in on_dask.failures) == EXPECTED_FAILED
+    assert {f.error.type for f in on_dask.failures if f.error} == {"ValueError"}
+    expected_xs = [x for x in range(COUNT) if x % 7 != 0]
+    assert _jsonl_xs(tmp_path / "dask" / "rows.jsonl") == expected_xs
+    assert _jsonl_xs(tmp_path / "local" / "rows.jsonl") == expected_xs
+    assert _parquet_rows(tmp_path / "dask" / "rows.parquet") == [(x, x * x) for x in expected_xs]
+    assert _parquet_rows(tmp_path / "local" / "rows.parquet") == [(x, x * x) for x in expected_xs]
+
+
+def test_get_executor_matches_local(client: distributed.Client) -> None:
+    expected = [jobs.square(x) for x in range(COUNT)]
+    executor = client.get_executor()
+    on_dask = sa.Aggregator(strategy=sa.Collect(ordered=True), executor=executor, progress=False)
+    local = sa.Aggregator(strategy=sa.Collect(ordered=True), workers=2, progress=False)
+
+    assert on_dask.run(jobs.square, range(COUNT)).value == expected
+    assert local.run(jobs.square, range(COUNT)).value == expected
+
+
+def test_default_workers(client: distributed.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sixteen local CPUs, so a default taken from this machine would show.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+
+    assert sa.Aggregator(progress=False).workers == 16
+    assert sa.Aggregator(executor=client, progress=False).workers == 2
+    assert sa.Aggregator(executor=client.get_executor(), progress=False).workers == 2
+    assert sa.Aggregator(executor=client, workers=3, progress=False).workers == 3
+
+
+def test_empty_cluster_rejected() -> None:
+    with (
+        _local_cluster(0) as empty,
+        distributed.Client(empty) as client,
+        pytest.raises(ValueError, match=r"has no workers, so the default workers= would be 0"),
+    ):
+        sa.Aggregator(executor=client)
+
+
+def test_in_flight_bounded(client: distributed.Client) -> None:
+    read = 0
+    collected = 0
+    in_flight: list[int] = []
+
+    def inputs() -> Iterator[int]:
+        nonlocal read
+        for x in range(COUNT):
+            read += 1
+            in_flight.append(read - collected)
+            yield x
+
+    def consume(result: sa.JobResult) -> None:
+        nonlocal collected
+        collected += 1
+
+    # Two workers with one thread each: four chunks of one job at a time.
+    aggregator = sa.Aggregator(strategy=sa.Stream(consume), executor=client, chunksize=1, progress=False)
+    summary = aggregator.run(jobs.square, inputs())
+
+    assert summary.counts["ok"] == COUNT
+    assert collected == COUNT
+    assert max(in_flight) == 4
+
+
+def _done_jobs(checkpoint: Path) -> int:
+    """Count the jobs a live run's checkpoint records as done; 0 before the first one."""
+    if not checkpoint.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{checkpoint}?mode=ro", uri=True, timeout=1)
+        try:
+            row = db.execute("SELECT value FROM syncagg WHERE key = 'done'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+    if row is None:
+        return 0
+    return sum(stop - start for start, stop in pickle.loads(row[0]))
+
+
+def test_resume_after_kill(tmp_path: Path, client: distributed.Client) -> None:
+    command = [sys.executable, "-m", "tests.dask_resumable_run", str(tmp_path), str(RESUME_COUNT)]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while _done_jobs(tmp_path / "run.sqlite") < 100:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "the run recorded no checkpoint of 100 jobs within 60 s"
+        time.sleep(0.02)
+
+    cluster_processes = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    if process.stderr:
+        process.stderr.close()
+    # The LocalCluster's workers exit when their parent is gone.
+    _, alive = psutil.wait_procs(cluster_processes, timeout=30)
+    assert alive == []
+
+    summary = dask_resumable_run.aggregator(tmp_path, client).run(jobs.sleepy_square, range(RESUME_COUNT))
+
+    assert 100 <= summary.counts["resumed"] < RESUME_COUNT
+    assert summary.value == sum(x * x for x in range(RESUME_COUNT))
+    assert _jsonl_xs(tmp_path / "rows.jsonl") == list(range(RESUME_COUNT))
+    assert _parquet_rows(tmp_path / "rows.parquet") == [(x, x * x) for x in range(RESUME_COUNT)]
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_killer_job_fails_alone(tmp_path: Path, client: distributed.Client, retries: int) -> None:
+    on_dask = _run(tmp_path / "dask", jobs.kill_self_on_13, executor=client, retries=retries)
+    client.wait_for_workers(2, timeout=60)
+    local = _run(tmp_path / "local", jobs.kill_self_on_13, workers=2, retries=retries)
+
+    for summary in (on_dask, local):
+        assert summary.value == sum(x * x for x in range(COUNT) if x != 13)
+        assert summary.counts["failed"] == 1
+        assert [f.job_id for f in summary.failures] == [13]
+        failure = summary.failures[0]
+        assert failure.error is not None
+        assert failure.error.type == "syncagg.WorkerDied"
+        assert failure.attempts == retries + 1
+    expected_xs = [x for x in range(COUNT) if x != 13]
+    assert _jsonl_xs(tmp_path / "dask" / "rows.jsonl") == expected_xs
+    assert _parquet_rows(tmp_path / "dask" / "rows.parquet") == [(x, x * x) for x in expected_xs]
+
+
+def test_lost_worker_retried(tmp_path: Path, client: distributed.Client) -> None:
+    victim = next(iter(client.run(os.getpid).values()))
+    collected = 0
+
+    def kill_after_50(result: sa.JobResult) -> None:
+        nonlocal collected
+        collected += 1
+        if collected == 50:
+            os.kill(victim, signal.SIGKILL)
+
+    aggregator = sa.Aggregator(
+        strategy=sa.Stream(kill_after_50), outputs=[tmp_path / "rows.jsonl"], executor=client, progress=False
+    )
+    summary = aggregator.run(jobs.sleepy_square, range(COUNT))
+    client.wait_for_workers(2, timeout=60)
+
+    assert summary.counts["ok"] == COUNT
+    assert summary.counts["failed"] == 0
+    assert _jsonl_xs(tmp_path / "rows.jsonl") == list(range(COUNT))
+    assert victim not in client.run(os.getpid).values()
+
+
+def test_core_imports_no_dask() -> None:
+    code = (
+        "import json, sys\n"
+        "import syncagg as sa\n"
+        "from tests import jobs\n"
+        "summary = sa.Aggregator(strategy=sa.Reduce(jobs.add_square, 0), workers=2, progress=False)"
+        ".run(jobs.square, range(50))\n"
+        "modules = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))\n"
+        "print(json.dumps({'value': summary.value, 'modules': modules}))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+
+    assert report["value"] == sum(x * x for x in range(50))
+    assert "distributed" not in report["modules"]
+    assert "dask" not in report["modules"]
+    assert report["modules"] == []
+
+
+def _example_tree(root: Path) -> dict[str, dict[str, int]]:
+    """Write a small tree for the example and return the totals it should report."""
+    (root / "pkg").mkdir(parents=True)
+    for i in range(12):
+        (root / "pkg" / f"m{i}.py").write_text("x = 1\n" * (i + 1))
+    (root / "notes.txt").write_text("one\ntwo\n")
+    return {
+        ".py": {"files": 12, "bytes": 6 * sum(range(1, 13)), "lines": sum(range(1, 13))},
+        ".txt": {"files": 1, "bytes": 8, "lines": 2},
+    }
+
+
+@pytest.mark.parametrize("on_module_cluster", [True, False], ids=["scheduler", "local-cluster"])
+def test_example_scan(tmp_path: Path, cluster: distributed.LocalCluster, on_module_cluster: bool) -> None:
+    expected = _example_tree(tmp_path / "src")
+    out = tmp_path / "out"
+    command = [sys.executable, "examples/dask_scan.py", str(out), "--root", str(tmp_path / "src"), "--no-progress"]
+    if on_module_cluster:
+        command += ["--scheduler", cluster.scheduler_address]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+
+    assert summary["counts"] == {"ok": 13, "failed": 0}
+    assert summary["suffixes"] == expected
+    assert pq.read_table(out / "files.parquet").num_rows == 13
+    assert len((out / "files.jsonl").read_text().splitlines()) == 13
