@@ -17,38 +17,76 @@ __version__ = "0.1.0"
 # worker process started with spawn imports only what it needs.
 _EXPORTS = {
     "Aggregator": "syncagg.aggregator",
+    "ArraySum": "syncagg.combiners",
     "CheckpointError": "syncagg.errors",
     "CheckpointMismatchError": "syncagg.errors",
     "Collect": "syncagg.strategies",
+    "Combine": "syncagg.strategies",
+    "Combiner": "syncagg.combiners",
+    "Count": "syncagg.combiners",
+    "CountDistinct": "syncagg.combiners",
     "Csv": "syncagg.outputs.csvfile",
+    "DeadLetter": "syncagg.deadletters",
+    "Field": "syncagg.schema",
+    "GroupBy": "syncagg.combiners",
+    "Histogram": "syncagg.combiners",
+    "HistogramCounts": "syncagg.combiners",
+    "HookError": "syncagg.errors",
     "InputError": "syncagg.errors",
     "JobError": "syncagg.records",
     "JobResult": "syncagg.records",
     "JsonLines": "syncagg.outputs.jsonlines",
+    "Max": "syncagg.combiners",
+    "Mean": "syncagg.combiners",
     "MemoryLimitError": "syncagg.memory",
     "Merge": "syncagg.strategies",
+    "Min": "syncagg.combiners",
     "Output": "syncagg.outputs.base",
     "OutputError": "syncagg.errors",
     "Parquet": "syncagg.outputs.parquet",
+    "Pipeline": "syncagg.pipeline",
     "Reduce": "syncagg.strategies",
+    "ResultStream": "syncagg.streaming",
     "RunSummary": "syncagg.summary",
+    "Schema": "syncagg.schema",
+    "StageCounts": "syncagg.pipeline",
     "Status": "syncagg.records",
     "Strategy": "syncagg.strategies",
     "StrategyError": "syncagg.errors",
     "Stream": "syncagg.strategies",
+    "Sum": "syncagg.combiners",
     "SyncaggError": "syncagg.errors",
     "Threads": "syncagg.executors",
+    "TopK": "syncagg.combiners",
     "WorkerStartError": "syncagg.errors",
+    "aiter_results": "syncagg.aio",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from syncagg.aggregator import Aggregator
+    from syncagg.aio import aiter_results
+    from syncagg.combiners import (
+        ArraySum,
+        Combiner,
+        Count,
+        CountDistinct,
+        GroupBy,
+        Histogram,
+        HistogramCounts,
+        Max,
+        Mean,
+        Min,
+        Sum,
+        TopK,
+    )
+    from syncagg.deadletters import DeadLetter
     from syncagg.executors import Threads
     from syncagg.errors import (
         CheckpointError,
         CheckpointMismatchError,
+        HookError,
         InputError,
         OutputError,
         StrategyError,
@@ -60,8 +98,11 @@ if TYPE_CHECKING:
     from syncagg.outputs.csvfile import Csv
     from syncagg.outputs.jsonlines import JsonLines
     from syncagg.outputs.parquet import Parquet
+    from syncagg.pipeline import Pipeline, StageCounts
     from syncagg.records import JobError, JobResult, Status
-    from syncagg.strategies import Collect, Merge, Reduce, Strategy, Stream
+    from syncagg.schema import Field, Schema
+    from syncagg.strategies import Collect, Combine, Merge, Reduce, Strategy, Stream
+    from syncagg.streaming import ResultStream
     from syncagg.summary import RunSummary
 
 

@@ -11,28 +11,41 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from syncagg.checkpoint import Checkpoint, CheckpointState
-from syncagg.collector import Collector
+from syncagg.collector import Collector, Listeners
 from syncagg.dask_source import DaskSource, cluster_threads, dask_client
+from syncagg.deadletters import dead_letter_output
 from syncagg.dispatcher import Dispatcher, default_key
 from syncagg.errors import InputError
 from syncagg.executors import ExecutorSource, FutureSource, Threads
+from syncagg.hooks import check_hook
 from syncagg.memory import MemoryBudget, PeakMemory, format_bytes, parse_memory
 from syncagg.names import qualified_name
 from syncagg.outputs.base import Output, from_path, partial_path
 from syncagg.outputs.writer import OutputWriter
+from syncagg.pipeline import Pipeline, split_counts
 from syncagg.pool import WorkerPool, check_picklable
 from syncagg.processes import ProcessSource
 from syncagg.progress import Progress
+from syncagg.records import JobResult
 from syncagg.runner import RunLoop
 from syncagg.segments import purge_stale_segments
 from syncagg.source import Source
+from syncagg.stages import Stage
 from syncagg.strategies import Collect, Strategy
+from syncagg.streaming import Handoff, ResultStream
 from syncagg.summary import RunSummary
+from syncagg.worker_side import (
+    check_settings,
+    check_worker_parts,
+    worker_combiner,
+    worker_function,
+)
 
 __all__ = ["Aggregator"]
 
@@ -46,14 +59,25 @@ class _Terminated(BaseException):
     """Raised in the caller's thread when SIGTERM arrives during a run."""
 
 
+@dataclass(frozen=True)
+class _Extras:
+    """Settings of one call that are not the aggregator's own."""
+
+    # Pipeline stages that the source runs where the jobs run.
+    worker_stages: int = 0
+    # Aggregator.stream's hand-off to the consumer, and the event that stops the run.
+    stream: Handoff | None = None
+    stop: threading.Event | None = None
+
+
 class Aggregator:
     """Run a function over many inputs in worker processes and aggregate the results.
 
     Parameters
     ----------
     strategy : Strategy, default Collect()
-        What to do with each successful result: ``Collect``, ``Merge``,
-        ``Reduce`` or ``Stream``.
+        What to do with each successful result: ``Collect``, ``Combine``,
+        ``Merge``, ``Reduce`` or ``Stream``.
     outputs : sequence of Output or path, default ()
         Files that receive one row per successful job. A path picks the
         format from its suffix (``.jsonl``, ``.csv``, ``.parquet``).
@@ -113,6 +137,18 @@ class Aggregator:
         ``MemoryLimitError``.
     progress_interval : float, default 10.0
         Seconds between progress log lines when standard error is not a terminal.
+    pipeline : Pipeline, optional
+        Stages that each result passes before the strategy, the outputs, the
+        hooks and ``stream``: ``where``, ``map``, ``validate``, ``normalize``.
+        Stages marked ``in_workers`` run where the jobs run.
+    dead_letters : path or Output, optional
+        Where results that a pipeline stage rejected are written, with the
+        job id, key, stage and reason: JSON Lines unless the suffix is
+        ``.csv`` or ``.parquet``. Without it, the summary keeps the first 100.
+    on_result, on_error : callable, optional
+        ``hook(JobResult)``, called in the collector thread for each
+        successful or failed result that passed the pipeline. A hook that
+        raises stops the run with ``HookError``.
     """
 
     def __init__(
@@ -136,6 +172,10 @@ class Aggregator:
         timeout: float | None = None,
         max_memory: int | str | None = None,
         progress_interval: float = 10.0,
+        pipeline: Pipeline | None = None,
+        dead_letters: Output | str | os.PathLike[str] | None = None,
+        on_result: Callable[[JobResult], Any] | None = None,
+        on_error: Callable[[JobResult], Any] | None = None,
     ) -> None:
         self.strategy = strategy if strategy is not None else Collect()
         if not isinstance(self.strategy, Strategy):
@@ -177,6 +217,17 @@ class Aggregator:
             )
         self.max_memory = None if max_memory is None else parse_memory(max_memory)
         self.progress_interval = _positive_float("progress_interval", progress_interval)
+        if pipeline is not None and not isinstance(pipeline, Pipeline):
+            raise TypeError(
+                f"pipeline must be a syncagg.Pipeline, got {pipeline!r} of type {type(pipeline).__qualname__}"
+            )
+        self.pipeline = pipeline
+        self.dead_letters = None if dead_letters is None else dead_letter_output(dead_letters)
+        self.on_result = check_hook("on_result", on_result)
+        self.on_error = check_hook("on_error", on_error)
+        check_settings(self.strategy, self.pipeline, self.outputs, self.on_result)
+        if self.dead_letters is not None:
+            _check_distinct([*self.outputs, self.dead_letters])
 
         region = self.ring_size // self.workers
         if self.threads is None and self.executor is None and region < _MiB:
@@ -208,7 +259,48 @@ class Aggregator:
         """
         if self.threads is None and self.executor is None:
             check_picklable(fn)
-        return self._execute(qualified_name(fn), lambda: self._source(fn), inputs, self.chunksize)
+            check_worker_parts(self.strategy, self.pipeline)
+        extras = _Extras(worker_stages=self._worker_stages())
+        return self._execute(qualified_name(fn), lambda: self._source(fn), inputs, self.chunksize, extras)
+
+    def stream(self, fn: Callable[[Any], Any], inputs: Iterable[Any], buffer_size: int = 1000) -> ResultStream:
+        """Run ``fn`` on every input and return an iterator of ``JobResult`` as they arrive.
+
+        The run goes on in background threads while the caller iterates.
+        Successful and failed results are both yielded, after the pipeline;
+        the strategy, outputs, hooks and checkpoints work as in ``run``, and
+        after the last result ``stream.summary`` holds the ``RunSummary``.
+        At most ``buffer_size`` results wait for the caller; a slow caller
+        makes the collector and then the workers wait.
+
+        Leaving the loop early (``break``, an exception, ``close()``, or a
+        ``with`` block around the stream) stops the run and waits until its
+        threads and processes end. With a checkpoint, the results after the
+        last checkpoint are delivered again on the next call: a checkpoint
+        records only results that the caller has taken. An error that stops
+        the run is raised from the loop, after the results before it.
+
+        Raises
+        ------
+        ValueError
+            With ``Combine(..., in_workers=True)``, which sends no per-job values.
+        """
+        combiner = worker_combiner(self.strategy)
+        if combiner is not None:
+            raise ValueError(
+                f"stream() yields each job's value, but {self.strategy.describe()} sends no per-job "
+                "values from the workers; use run(), or fold in the collector with in_workers=False"
+            )
+        buffer_size = _positive_int("buffer_size", buffer_size)
+        if self.threads is None and self.executor is None:
+            check_picklable(fn)
+            check_worker_parts(self.strategy, self.pipeline)
+
+        def start(handoff: Handoff, stop: threading.Event) -> RunSummary:
+            extras = _Extras(self._worker_stages(), handoff, stop)
+            return self._execute(qualified_name(fn), lambda: self._source(fn), inputs, self.chunksize, extras)
+
+        return ResultStream(start, buffer_size)
 
     def collect(self, futures: Iterable[Future[Any]]) -> RunSummary:
         """Aggregate futures from an executor the caller owns, as they complete.
@@ -220,19 +312,27 @@ class Aggregator:
         ``run`` raises.
         """
         slots = self.workers * 2
-        return self._execute("concurrent.futures", lambda: FutureSource(slots), futures, chunksize=1)
+        # There are no workers, so every pipeline stage runs in the collector.
+        return self._execute("concurrent.futures", lambda: FutureSource(slots), futures, 1, _Extras())
 
-    def _source(self, fn: Callable[[Any], Any]) -> Source:
+    def _worker_stages(self) -> int:
+        return 0 if self.pipeline is None else self.pipeline.worker_stages()
+
+    def _source(self, user_fn: Callable[[Any], Any]) -> Source:
+        fn = worker_function(user_fn, self.pipeline)
+        combiner = worker_combiner(self.strategy)
         if self.threads is not None:
-            return ExecutorSource.threads(self.threads, fn)
+            return ExecutorSource.threads(self.threads, fn, combiner)
         if self.executor is not None and dask_client(self.executor) is not None:
             return DaskSource.from_executor(self.executor, fn, slots=self.workers * 2)
         if self.executor is not None:
-            return ExecutorSource(self.executor, fn, slots=self.workers * 2, owned=False)
+            return ExecutorSource(self.executor, fn, slots=self.workers * 2, owned=False, combiner=combiner)
 
         context = multiprocessing.get_context(self.start_method)
         region = self.ring_size // self.workers
-        pool = WorkerPool(fn, self.workers, region, self.batch_bytes, self.batch_latency, context)
+        pool = WorkerPool(
+            fn, self.workers, region, self.batch_bytes, self.batch_latency, context, combiner=combiner
+        )
         return ProcessSource(pool, self.timeout)
 
     def _execute(
@@ -241,6 +341,7 @@ class Aggregator:
         make_source: Callable[[], Source],
         inputs: Iterable[Any],
         chunksize: int | None,
+        extras: _Extras,
     ) -> RunSummary:
         began = time.perf_counter()
         checkpoint = self._open_checkpoint(function, inputs)
@@ -249,7 +350,8 @@ class Aggregator:
             if state is not None and state.status == "finished":
                 logger.info("checkpoint %s records a finished run; nothing to do", self.checkpoint)
                 return self._finished_summary(state, began)
-            return self._run(make_source, inputs, chunksize, checkpoint, state or CheckpointState(), began)
+            state = state or CheckpointState()
+            return self._run(make_source, inputs, chunksize, checkpoint, state, began, extras)
         finally:
             if checkpoint is not None:
                 checkpoint.close()
@@ -262,6 +364,7 @@ class Aggregator:
         checkpoint: Checkpoint | None,
         state: CheckpointState,
         began: float,
+        extras: _Extras,
     ) -> RunSummary:
         purge_stale_segments()
         resumed = len(state.done)
@@ -279,23 +382,32 @@ class Aggregator:
             budget = MemoryBudget(self.max_memory, collecting=isinstance(self.strategy, Collect))
         self._log_start(total, resumed)
         writers: list[OutputWriter] = []
+        dead_letters: list[OutputWriter] = []
         source: Source | None = None
         loop: RunLoop | None = None
         try:
-            writers = self._open_writers(state)
+            writers = self._open_writers(state, self.outputs)
+            if self.dead_letters is not None:
+                dead_letters = self._open_writers(state, [self.dead_letters])
             source = make_source()
             dispatcher = Dispatcher(inputs, source.slots, state.done, self.key, chunksize, self.retries, total)
-            collector = Collector(self.key, self.strategy, writers, progress, state.done, state.counts, state.failures)
+            collector = Collector(
+                self.key, self.strategy, writers, progress, state.done, state.counts, state.failures,
+                pipeline=self.pipeline,
+                worker_stages=extras.worker_stages,
+                dead_letters=dead_letters[0] if dead_letters else None,
+                listeners=Listeners(self.on_result, self.on_error, extras.stream),
+            )
             loop = RunLoop(
                 source, dispatcher, collector, checkpoint, state,
-                self.checkpoint_seconds, self.checkpoint_results, memory, budget,
+                self.checkpoint_seconds, self.checkpoint_results, memory, budget, extras.stop,
             )
             _wait_for(loop)
         finally:
             completed = loop is not None and loop.completed
             if source is not None:
                 source.close()
-            for writer in writers:
+            for writer in [*writers, *dead_letters]:
                 writer.stop(discard=checkpoint is None and not completed)
             progress.close()
 
@@ -310,7 +422,8 @@ class Aggregator:
             ) from error
 
         memory.sample(force=True)
-        counts = {**collector.counts, "resumed": resumed}
+        plain, stages = split_counts(collector.counts, self._stages())
+        counts = {**plain, "resumed": resumed}
         logger.info(
             "run finished in %.1f s: %d jobs ok, %d failed, %d done by an earlier run",
             time.perf_counter() - began, counts["ok"], counts["failed"], resumed,
@@ -324,7 +437,12 @@ class Aggregator:
             elapsed=time.perf_counter() - began,
             peak_memory=memory.peak,
             stall_seconds={str(w.output.path): w.stall_seconds for w in writers},
+            stages=stages,
+            dead_letters=tuple(collector.dead_letters),
         )
+
+    def _stages(self) -> tuple[Stage, ...]:
+        return () if self.pipeline is None else self.pipeline.stages
 
     def _log_start(self, total: int | None, resumed: int) -> None:
         if self.threads is not None:
@@ -352,11 +470,16 @@ class Aggregator:
             "outputs": [output.describe() for output in self.outputs],
             "inputs": _describe_inputs(inputs),
         }
+        # Added only when set, so checkpoints of runs without them still match.
+        if self.pipeline is not None:
+            fingerprint["pipeline"] = self.pipeline.describe()
+        if self.dead_letters is not None:
+            fingerprint["dead_letters"] = self.dead_letters.describe()
         return Checkpoint(self.checkpoint, fingerprint)
 
-    def _open_writers(self, state: CheckpointState) -> list[OutputWriter]:
+    def _open_writers(self, state: CheckpointState, outputs: list[Output]) -> list[OutputWriter]:
         writers = []
-        for output in self.outputs:
+        for output in outputs:
             position = state.outputs.get(str(output.path))
             if state.status == "finishing" and _already_published(output):
                 continue
@@ -368,15 +491,17 @@ class Aggregator:
     def _finished_summary(self, state: CheckpointState, began: float) -> RunSummary:
         self.strategy.reset()
         self.strategy.restore(state.strategy)
+        plain, stages = split_counts(state.counts, self._stages())
         return RunSummary(
             value=self.strategy.value(),
-            counts={**state.counts, "resumed": len(state.done)},
+            counts={**plain, "resumed": len(state.done)},
             failures=tuple(state.failures),
             outputs=tuple(output.path for output in self.outputs),
             checkpoint=self.checkpoint,
             elapsed=time.perf_counter() - began,
             peak_memory=PeakMemory().peak,
             stall_seconds={},
+            stages=stages,
         )
 
 

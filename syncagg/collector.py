@@ -2,29 +2,80 @@
 
 Every method runs in the collector thread. ``add_batch`` is the hot path:
 it works on whole batches, and builds one ``JobResult`` object per result
-only for failed jobs and for strategies that ask for them.
+only for failed jobs and when a strategy, a hook or a stream asks for them.
+Without a pipeline, hooks, a stream or an ordered strategy, a batch takes
+the plain path, which touches values only to hand them on.
+
+With a pipeline, each batch goes through these steps: failed results are
+kept and routed through the status checks; successful values pass the
+stages (``pipeline.py``); rejected ones become counts and dead letters; the
+strategy receives the values that passed (or the accumulators the workers
+folded), then the outputs, then the hooks and the stream, in job order.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from syncagg.deadletters import MAX_DEAD_LETTERS_KEPT, DeadLetter
 from syncagg.dispatcher import Segment
 from syncagg.errors import StrategyError
+from syncagg.folding import COMBINER_ERROR
+from syncagg.hooks import call_hook
 from syncagg.jobranges import JobRanges
 from syncagg.outputs.writer import OutputWriter
+from syncagg.pipeline import Pipeline, PipelineRun
 from syncagg.progress import Progress
 from syncagg.records import JobError, JobResult, Status
+from syncagg.stages import DEAD_LETTER, Rejection
 from syncagg.strategies import Strategy
 from syncagg.transport import ResultBatch
 
-__all__ = ["Collector"]
+__all__ = ["Collector", "Listeners"]
 
 logger = logging.getLogger("syncagg.collector")
 
 MAX_FAILURES_KEPT = 100
+
+_FROM_BATCH: Any = object()
+
+# Dead letters logged one by one at WARNING; later ones are logged at DEBUG.
+_DEAD_LETTERS_LOGGED = 10
+
+
+class ResultSink(Protocol):
+    """Where ``Aggregator.stream`` receives results (``streaming.Handoff``)."""
+
+    def put(self, result: JobResult) -> None:
+        """Hand one result to the consumer; blocks while the consumer is behind."""
+
+    def wait_consumed(self) -> None:
+        """Wait until the consumer has taken every result handed over."""
+
+
+@dataclass
+class Listeners:
+    """Who receives ``JobResult`` objects besides the strategy.
+
+    Attributes
+    ----------
+    on_result, on_error : callable, optional
+        The user's hooks for successful and failed results.
+    stream : ResultSink, optional
+        The hand-off to the consumer of ``Aggregator.stream``.
+    """
+
+    on_result: Callable[[JobResult], Any] | None = None
+    on_error: Callable[[JobResult], Any] | None = None
+    stream: ResultSink | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens."""
+        return self.on_result is not None or self.on_error is not None or self.stream is not None
 
 
 class Collector:
@@ -39,6 +90,10 @@ class Collector:
         done: JobRanges,
         counts: dict[str, int] | None = None,
         failures: list[JobResult] | None = None,
+        pipeline: Pipeline | None = None,
+        worker_stages: int = 0,
+        dead_letters: OutputWriter | None = None,
+        listeners: Listeners | None = None,
     ) -> None:
         self.key = key
         self.strategy = strategy
@@ -47,35 +102,214 @@ class Collector:
         self.done = done
         self.counts = {"ok": 0, "failed": 0, **(counts or {})}
         self.failures = list(failures or [])
+        # The pipeline counts into self.counts, which checkpoints store.
+        self.pipeline = None if pipeline is None else PipelineRun(pipeline, worker_stages, self.counts)
+        self.dead_letter_writer = dead_letters
+        self.dead_letters: list[DeadLetter] = []
+        self.listeners = listeners or Listeners()
+        self._plain = pipeline is None and not self.listeners.active and not strategy.wants_skipped
+        self._dead_letters_seen = 0
+
+    @property
+    def every_writer(self) -> list[OutputWriter]:
+        """The output writers and the dead-letter writer, which checkpoints commit together."""
+        if self.dead_letter_writer is None:
+            return list(self.writers)
+        return [*self.writers, self.dead_letter_writer]
+
+    def commit(self) -> dict[str, Any]:
+        """Wait for the stream's consumer, commit every writer, and return their positions.
+
+        A checkpoint stores only results that the consumer of a stream has
+        taken, so a resume never skips a result that was never consumed.
+        """
+        if self.listeners.stream is not None:
+            self.listeners.stream.wait_consumed()
+        return {str(writer.output.path): writer.commit() for writer in self.every_writer}
 
     def add_batch(self, batch: ResultBatch, segments: list[Segment]) -> None:
-        """Collect one batch from a worker; blocks while an output queue is full.
+        """Collect one batch from a worker; blocks while an output queue or the stream is full.
 
-        Raises ``StrategyError`` if the strategy's function raises and
-        ``OutputError`` if a writer has failed.
+        Raises ``StrategyError`` if the strategy's function raises,
+        ``HookError`` if a hook raises and ``OutputError`` if a writer has failed.
         """
         if batch.errors:
-            ok = [i for i in range(len(batch)) if i not in batch.errors]
-            values = [batch.values[i] for i in ok]
-            self._add_failed(batch, segments)
+            self._check_combiner_errors(batch, segments)
+        if self._plain:
+            self._add_plain(batch, segments)
         else:
-            ok = None
-            values = batch.values
+            self._add_routed(batch, segments)
 
-        if values:
-            self._apply_strategy(batch, segments, ok, values)
-            self._write(values)
-
+        failed = len(batch.errors)
         self._mark_done(batch.job_ids)
-        self.counts["ok"] += len(values)
-        self.progress.advance(len(batch), len(batch.errors))
+        self.counts["ok"] += len(batch) - failed
+        self.progress.advance(len(batch), failed)
 
     def add_failures(self, failures: list[JobResult]) -> None:
         """Record jobs that failed outside a worker's batch, such as a worker's death."""
         for result in failures:
             self._keep_failure(result)
+        if self.strategy.wants_skipped and failures:
+            self._call_strategy(self.strategy.add_skipped, [result.job_id for result in failures])
+        self._deliver([result for result in failures if self._failed_passes(result)])
         self.done.update(result.job_id for result in failures)
         self.progress.advance(len(failures), len(failures))
+
+    def _add_plain(self, batch: ResultBatch, segments: list[Segment]) -> None:
+        if batch.errors:
+            ok = [i for i in range(len(batch)) if i not in batch.errors]
+            self._add_failed(batch, _jobs(segments))
+        else:
+            ok = None
+
+        if batch.partials:
+            self._call_strategy(self.strategy.add_partials, batch.partials)
+            return
+        values = batch.values if ok is None else [batch.values[i] for i in ok]
+        if values:
+            if self.strategy.wants_results:
+                jobs = _jobs(segments)
+                indexes = ok if ok is not None else range(len(batch))
+                results = [self._result(batch, jobs, i) for i in indexes]
+                self._call_strategy(self.strategy.add_results, results)
+            else:
+                self._call_strategy(self.strategy.add_values, values)
+            self._write(values)
+
+    def _add_routed(self, batch: ResultBatch, segments: list[Segment]) -> None:
+        jobs = _jobs(segments)
+        failed = self._add_failed(batch, jobs)
+        ok = range(len(batch)) if not batch.errors else [i for i in range(len(batch)) if i not in batch.errors]
+
+        if self.pipeline is not None:
+            passed, values, rejected = self.pipeline.apply(batch.values, ok)
+            self._add_dead_letters(batch, jobs, rejected)
+        else:
+            passed, values, rejected = list(ok), [batch.values[i] for i in ok], []
+
+        wanted = self.strategy.wants_results or self.listeners.active
+        results = [self._result(batch, jobs, i, value) for i, value in zip(passed, values, strict=True)] if wanted else []
+        self._apply_routed(batch, values, results, failed, rejected)
+        self._write(values)
+
+        delivered = [result for result in failed if self._failed_passes(result)] + results
+        delivered.sort(key=lambda result: result.job_id)
+        self._deliver(delivered)
+
+    def _apply_routed(
+        self,
+        batch: ResultBatch,
+        values: list[Any],
+        results: list[JobResult],
+        failed: list[JobResult],
+        rejected: list[tuple[int, Rejection]],
+    ) -> None:
+        strategy = self.strategy
+        if batch.partials:
+            self._call_strategy(strategy.add_partials, batch.partials)
+        elif values and strategy.wants_results:
+            self._call_strategy(strategy.add_results, results)
+        elif values:
+            self._call_strategy(strategy.add_values, values)
+
+        if strategy.wants_skipped:
+            skipped = [result.job_id for result in failed]
+            skipped += [batch.job_ids[i] for i, _ in rejected]
+            if skipped:
+                self._call_strategy(strategy.add_skipped, skipped)
+
+    def _call_strategy(self, method: Callable[[Any], None], argument: Any) -> None:
+        try:
+            method(argument)
+        except Exception as exc:
+            raise StrategyError(
+                f"{self.strategy.describe()} raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _check_combiner_errors(self, batch: ResultBatch, segments: list[Segment]) -> None:
+        """Raise ``StrategyError`` if a worker's combiner failed to fold a value."""
+        for i, (kind, message, trace) in batch.errors.items():
+            if kind != COMBINER_ERROR:
+                continue
+            item, _ = _jobs(segments)[i]
+            error = StrategyError(
+                f"{self.strategy.describe()} raised {message} in a worker, folding the value "
+                f"of job {batch.job_ids[i]} ({self.key(item)})"
+            )
+            error.add_note(f"Traceback in the worker:\n{trace}")
+            raise error
+
+    def _write(self, values: list[Any]) -> None:
+        if not self.writers or not values:
+            return
+        rows = [value if isinstance(value, dict) else {"value": value} for value in values]
+        for writer in self.writers:
+            writer.put(rows)
+
+    def _deliver(self, results: list[JobResult]) -> None:
+        """Hand results to the hooks and the stream, in the order given."""
+        listeners = self.listeners
+        if not results or not listeners.active:
+            return
+        for result in results:
+            if result.status is Status.OK:
+                if listeners.on_result is not None:
+                    call_hook("on_result", listeners.on_result, result)
+            elif listeners.on_error is not None:
+                call_hook("on_error", listeners.on_error, result)
+            if listeners.stream is not None:
+                listeners.stream.put(result)
+
+    def _failed_passes(self, result: JobResult) -> bool:
+        return self.pipeline is None or self.pipeline.allows_failed(result)
+
+    def _add_failed(self, batch: ResultBatch, jobs: list[tuple[Any, int]]) -> list[JobResult]:
+        failed = []
+        for i in batch.errors:
+            result = self._result(batch, jobs, i)
+            self._keep_failure(result)
+            failed.append(result)
+            assert result.error is not None
+            logger.debug("job %d (%s) failed: %s", result.job_id, result.key, result.error.message)
+        return failed
+
+    def _keep_failure(self, result: JobResult) -> None:
+        self.counts["failed"] += 1
+        if len(self.failures) < MAX_FAILURES_KEPT:
+            self.failures.append(result)
+
+    def _add_dead_letters(
+        self, batch: ResultBatch, jobs: list[tuple[Any, int]], rejected: list[tuple[int, Rejection]]
+    ) -> None:
+        assert self.pipeline is not None
+        rows = []
+        for i, rejection in rejected:
+            if rejection.outcome != DEAD_LETTER:
+                continue
+            letter = DeadLetter(
+                job_id=batch.job_ids[i],
+                key=self.key(jobs[i][0]),
+                stage=self.pipeline.stages[rejection.stage].describe(),
+                stage_index=rejection.stage,
+                reason=rejection.reason,
+                value=rejection.value,
+            )
+            self._log_dead_letter(letter)
+            if len(self.dead_letters) < MAX_DEAD_LETTERS_KEPT:
+                self.dead_letters.append(letter)
+            rows.append(letter.to_row())
+        if rows and self.dead_letter_writer is not None:
+            self.dead_letter_writer.put(rows)
+
+    def _log_dead_letter(self, letter: DeadLetter) -> None:
+        self._dead_letters_seen += 1
+        seen = self._dead_letters_seen
+        level = logging.WARNING if seen <= _DEAD_LETTERS_LOGGED else logging.DEBUG
+        logger.log(
+            level, "dead letter: job %d (%s) at stage %s: %s", letter.job_id, letter.key, letter.stage, letter.reason
+        )
+        if seen == _DEAD_LETTERS_LOGGED:
+            logger.warning("logging further dead letters at DEBUG only; the summary counts them all")
 
     def _mark_done(self, job_ids: list[int]) -> None:
         # Ids in a batch are distinct, so a span as wide as the batch is a range.
@@ -85,51 +319,16 @@ class Collector:
         else:
             self.done.update(job_ids)
 
-    def _apply_strategy(
-        self, batch: ResultBatch, segments: list[Segment], ok: list[int] | None, values: list[Any]
-    ) -> None:
-        strategy = self.strategy
-        try:
-            if strategy.wants_results:
-                jobs = _jobs(segments)
-                indexes = ok if ok is not None else range(len(batch))
-                strategy.add_results([self._result(batch, jobs, i) for i in indexes])
-            else:
-                strategy.add_values(values)
-        except Exception as exc:
-            raise StrategyError(
-                f"{strategy.describe()} raised {type(exc).__name__}: {exc}"
-            ) from exc
-
-    def _write(self, values: list[Any]) -> None:
-        if not self.writers:
-            return
-        rows = [value if isinstance(value, dict) else {"value": value} for value in values]
-        for writer in self.writers:
-            writer.put(rows)
-
-    def _add_failed(self, batch: ResultBatch, segments: list[Segment]) -> None:
-        jobs = _jobs(segments)
-        for i in batch.errors:
-            result = self._result(batch, jobs, i)
-            self._keep_failure(result)
-            assert result.error is not None
-            logger.debug("job %d (%s) failed: %s", result.job_id, result.key, result.error.message)
-
-    def _keep_failure(self, result: JobResult) -> None:
-        self.counts["failed"] += 1
-        if len(self.failures) < MAX_FAILURES_KEPT:
-            self.failures.append(result)
-
-
-    def _result(self, batch: ResultBatch, jobs: list[tuple[Any, int]], i: int) -> JobResult:
+    def _result(
+        self, batch: ResultBatch, jobs: list[tuple[Any, int]], i: int, value: Any = _FROM_BATCH
+    ) -> JobResult:
         item, attempts = jobs[i]
         error = batch.errors.get(i)
         return JobResult(
             job_id=batch.job_ids[i],
             key=self.key(item),
             status=Status.OK if error is None else Status.FAILED,
-            value=batch.values[i],
+            value=batch.values[i] if value is _FROM_BATCH else value,
             error=None if error is None else JobError(*error),
             worker_pid=batch.worker_pid,
             started=batch.started[i],
@@ -143,5 +342,5 @@ def _jobs(segments: list[Segment]) -> list[tuple[Any, int]]:
     jobs: list[tuple[Any, int]] = []
     for segment in segments:
         chunk = segment.chunk
-        jobs.extend(zip(chunk.items[segment.start : segment.stop], chunk.attempts[segment.start : segment.stop]))
+        jobs.extend(zip(chunk.items[segment.start : segment.stop], chunk.attempts[segment.start : segment.stop], strict=True))
     return jobs

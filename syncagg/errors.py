@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
+    "HookError",
     "InputError",
     "OutputError",
     "StrategyError",
@@ -27,6 +28,14 @@ class InputError(SyncaggError):
 
 class StrategyError(SyncaggError):
     """The strategy's user function raised; the original is the ``__cause__``."""
+
+
+class HookError(SyncaggError):
+    """An ``on_result`` or ``on_error`` hook raised; the run stopped.
+
+    The message names the hook and the job; the original exception is the
+    ``__cause__``. With a checkpoint, the last checkpoint stands.
+    """
 
 
 class OutputError(SyncaggError):

@@ -18,7 +18,9 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass
 from typing import Any
 
+from syncagg.combiners import Combiner
 from syncagg.dispatcher import Chunk, Dispatcher
+from syncagg.folding import BatchFolder
 from syncagg.source import Sink, Source
 from syncagg.transport import ResultBatch
 
@@ -53,9 +55,19 @@ def error_tuple(exc: BaseException) -> tuple[str, str, str]:
     return (name, str(exc), text)
 
 
-def run_chunk(fn: Callable[[Any], Any], job_ids: range | list[int], items: list[Any]) -> ResultBatch:
-    """Run ``fn`` on each input; an exception makes that job's error entry."""
+def run_chunk(
+    fn: Callable[[Any], Any],
+    job_ids: range | list[int],
+    items: list[Any],
+    combiner: Combiner | None = None,
+) -> ResultBatch:
+    """Run ``fn`` on each input; an exception makes that job's error entry.
+
+    With a ``combiner`` the chunk's values are folded into one accumulator
+    in ``partials``, as a worker process does per batch (see ``folding.py``).
+    """
     batch = ResultBatch(os.getpid())
+    folder = None if combiner is None else BatchFolder(combiner)
     for index, (job_id, item) in enumerate(zip(job_ids, items)):
         started = time.time()
         try:
@@ -63,10 +75,17 @@ def run_chunk(fn: Callable[[Any], Any], job_ids: range | list[int], items: list[
         except (Exception, SystemExit) as exc:
             value = None
             batch.errors[index] = error_tuple(exc)
+        else:
+            if folder is not None:
+                value, error = folder.add(value)
+                if error is not None:
+                    batch.errors[index] = error
         batch.job_ids.append(job_id)
         batch.values.append(value)
         batch.started.append(started)
         batch.finished.append(time.time())
+    if folder is not None:
+        batch.partials = folder.take()
     return batch
 
 
@@ -86,19 +105,29 @@ class ExecutorSource(Source):
         Shut the executor down at ``close``; true for ``Threads``.
     """
 
-    def __init__(self, executor: Executor, fn: Callable[[Any], Any], slots: int, owned: bool) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        fn: Callable[[Any], Any],
+        slots: int,
+        owned: bool,
+        combiner: Combiner | None = None,
+    ) -> None:
         self.executor = executor
         self.slots = slots
         self._fn = fn
         self._owned = owned
+        self._combiner = combiner
         self._running: dict[Future[ResultBatch], int] = {}
         self._closed = False
 
     @classmethod
-    def threads(cls, threads: Threads, fn: Callable[[Any], Any]) -> ExecutorSource:
+    def threads(
+        cls, threads: Threads, fn: Callable[[Any], Any], combiner: Combiner | None = None
+    ) -> ExecutorSource:
         """Return a source that owns a thread pool of ``threads.count`` threads."""
         executor = ThreadPoolExecutor(threads.count, thread_name_prefix="syncagg-thread")
-        return cls(executor, fn, slots=threads.count * 2, owned=True)
+        return cls(executor, fn, slots=threads.count * 2, owned=True, combiner=combiner)
 
     def dispatch(self, dispatcher: Dispatcher, sink: Sink) -> None:
         busy = set(self._running.values())
@@ -112,7 +141,7 @@ class ExecutorSource(Source):
             self._running[self._submit(chunk)] = slot
 
     def _submit(self, chunk: Chunk) -> Future[ResultBatch]:
-        return self.executor.submit(run_chunk, self._fn, chunk.job_ids, chunk.items)
+        return self.executor.submit(run_chunk, self._fn, chunk.job_ids, chunk.items, self._combiner)
 
     def poll(self, timeout: float, dispatcher: Dispatcher, sink: Sink) -> None:
         if not self._running:

@@ -19,6 +19,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from syncagg.combiners import Combiner
 from syncagg.errors import WorkerStartError
 from syncagg.names import qualified_name
 from syncagg.ring import HEADER_SIZE, RingReader
@@ -63,8 +64,10 @@ class WorkerPool:
         batch_bytes: int,
         batch_latency: float,
         context: BaseContext | None = None,
+        combiner: Combiner | None = None,
     ) -> None:
         self._fn = fn
+        self._combiner = combiner
         self._context = context or multiprocessing.get_context()
         self._region_bytes = region_bytes
         self._batch_bytes = batch_bytes
@@ -93,6 +96,7 @@ class WorkerPool:
             batch_bytes=self._batch_bytes,
             batch_latency=self._batch_latency,
             segment_prefix=self.prefix,
+            combiner=self._combiner,
         )
         process = self._context.Process(  # type: ignore[attr-defined]
             target=worker_main,

@@ -56,6 +56,7 @@ class RunLoop:
         checkpoint_results: int,
         memory: PeakMemory,
         budget: MemoryBudget | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.source = source
         self.dispatcher = dispatcher
@@ -70,7 +71,8 @@ class RunLoop:
         self._checkpoint_results = checkpoint_results
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        self._stop = threading.Event()
+        # Aggregator.stream passes its own event, which closing the stream sets.
+        self._stop = stop if stop is not None else threading.Event()
 
     def request_stop(self) -> None:
         """Ask the loop to stop taking jobs; safe to call from any thread."""
@@ -103,6 +105,12 @@ class RunLoop:
             self.collector.progress.tick()
 
     def _may_dispatch(self) -> bool:
+        # A strategy that holds back values until earlier jobs arrive (an
+        # ordered Reduce) lets the jobs in flight fill the gaps first. With
+        # none in flight, the gap is a job waiting to be retried, which only
+        # a dispatch sends.
+        if self.collector.strategy.buffer_full and self.dispatcher.in_flight:
+            return False
         # Near the memory budget, new jobs wait for those in flight; raises
         # MemoryLimitError when Collect has passed the budget.
         return self.budget is None or self.budget.allows_dispatch(self.dispatcher.in_flight)
@@ -129,7 +137,7 @@ class RunLoop:
 
     def _save(self, status: str) -> None:
         """Commit every output, then store one consistent cut in the checkpoint."""
-        positions = {str(w.output.path): w.commit() for w in self.collector.writers}
+        positions = self.collector.commit()
         if self.checkpoint is None:
             return
 
@@ -146,7 +154,7 @@ class RunLoop:
 
     def _complete(self) -> None:
         self._save("finishing")
-        for writer in self.collector.writers:
+        for writer in self.collector.every_writer:
             writer.finish()
         if self.checkpoint is not None:
             self.state.status = "finished"

@@ -1,8 +1,10 @@
 """Aggregation strategies: what the collector does with each successful result.
 
 A strategy sees the values of successful jobs in the order they arrive,
-which is not the input order. Every strategy can report its state for a
-checkpoint and restore it on resume; that state must pickle.
+which is not the input order; ``Collect(ordered=True)`` and
+``Reduce(..., ordered=True)`` restore the input order. Every strategy can
+report its state for a checkpoint and restore it on resume; that state must
+pickle.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
+from syncagg.combiners import Combiner
 from syncagg.names import qualified_name
 from syncagg.records import JobResult
 
-__all__ = ["Collect", "Merge", "Reduce", "Strategy", "Stream"]
+__all__ = ["Collect", "Combine", "Merge", "Reduce", "Strategy", "Stream"]
 
 _MISSING: Any = object()
 
@@ -32,10 +35,13 @@ class Strategy(abc.ABC):
 
     The collector calls ``add_values`` with the values of each batch of
     successful results, or ``add_results`` with whole ``JobResult`` objects
-    when ``wants_results`` is true.
+    when ``wants_results`` is true. When ``wants_skipped`` is true it also
+    calls ``add_skipped`` with the ids of jobs that finished without a value
+    for the strategy: failed, filtered out or dead-lettered.
     """
 
     wants_results = False
+    wants_skipped = False
 
     def add_values(self, values: list[Any]) -> None:
         """Fold the values of one batch of successful jobs into the state."""
@@ -44,6 +50,19 @@ class Strategy(abc.ABC):
     def add_results(self, results: list[JobResult]) -> None:
         """Handle one batch of successful results; used when ``wants_results``."""
         self.add_values([result.value for result in results])
+
+    def add_skipped(self, job_ids: list[int]) -> None:
+        """Note jobs that finished without a value; used when ``wants_skipped``."""
+        return None
+
+    def add_partials(self, partials: list[Any]) -> None:
+        """Merge accumulators that workers folded; only ``Combine`` receives them."""
+        raise TypeError(f"{self.describe()} does not take accumulators folded in workers")
+
+    @property
+    def buffer_full(self) -> bool:
+        """Whether the strategy holds so many values back that new jobs should wait."""
+        return False
 
     @abc.abstractmethod
     def value(self) -> Any:
@@ -123,9 +142,10 @@ class Collect(Strategy):
 class Reduce(Strategy):
     """Fold every value into an accumulator: ``acc = fn(acc, value)``.
 
-    Values arrive in completion order, so the result matches a sequential
-    fold only when ``fn`` does not depend on order (for example a sum or a
-    merge of counters).
+    By default values are folded in completion order, so the result matches
+    a sequential fold only when ``fn`` does not depend on order (for example
+    a sum or a merge of counters). With ``ordered=True`` values are folded in
+    input order, which any ``fn`` (string concatenation, for example) needs.
 
     Parameters
     ----------
@@ -135,6 +155,15 @@ class Reduce(Strategy):
     initial : Any
         The starting accumulator. It is copied by pickling, so one
         ``Reduce`` can run several times without sharing state.
+    ordered : bool, default False
+        Fold in input (job id) order. A value that arrives before those of
+        earlier jobs waits in a buffer; failed, filtered and dead-lettered
+        jobs are skipped. The buffer and the accumulator are part of the
+        checkpoint.
+    max_buffered : int, default 10000
+        With ``ordered``: once this many values wait, no new jobs are sent
+        until the jobs in flight fill the gaps. The buffer can still grow by
+        the number of jobs in flight.
 
     Examples
     --------
@@ -143,16 +172,42 @@ class Reduce(Strategy):
     >>> total.add_values([1, 2, 3])
     >>> total.value()
     6
+
+    In input order, values that arrive early wait for the gap to fill:
+
+    >>> from syncagg.records import JobResult, Status
+    >>> def result(job_id, value):
+    ...     return JobResult(job_id, str(job_id), Status.OK, value, None, 0, 0.0, 0.0)
+    >>> text = Reduce(operator.add, "", ordered=True)
+    >>> text.add_results([result(2, "c"), result(0, "a")])
+    >>> text.value()
+    'a'
+    >>> text.add_results([result(1, "b")])
+    >>> text.value()
+    'abc'
     """
 
-    def __init__(self, fn: Callable[[Any, Any], Any], initial: Any) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Any, Any], Any],
+        initial: Any,
+        ordered: bool = False,
+        max_buffered: int = 10_000,
+    ) -> None:
         _check_callable("Reduce(fn=...)", fn)
+        if isinstance(max_buffered, bool) or not isinstance(max_buffered, int) or max_buffered < 1:
+            raise ValueError(f"Reduce(max_buffered=...) must be a positive int, got {max_buffered!r}")
         self.fn = fn
         self.initial = initial
+        self.ordered = bool(ordered)
+        self.max_buffered = max_buffered
+        self.wants_results = self.ordered
+        self.wants_skipped = self.ordered
         self.reset()
 
     def reset(self) -> None:
         self._acc = _copy(self.initial)
+        self._order = InputOrder()
 
     def add_values(self, values: list[Any]) -> None:
         fn = self.fn
@@ -161,8 +216,150 @@ class Reduce(Strategy):
             acc = fn(acc, value)
         self._acc = acc
 
+    def add_results(self, results: list[JobResult]) -> None:
+        if not self.ordered:
+            self.add_values([result.value for result in results])
+            return
+        for result in results:
+            self._order.put(result.job_id, result.value)
+        self.add_values(self._order.take_ready())
+
+    def add_skipped(self, job_ids: list[int]) -> None:
+        if self.ordered and job_ids:
+            self._order.skip(job_ids)
+            self.add_values(self._order.take_ready())
+
+    @property
+    def buffer_full(self) -> bool:
+        return self.ordered and len(self._order) >= self.max_buffered
+
     def value(self) -> Any:
         return self._acc
+
+    def state(self) -> Any:
+        if not self.ordered:
+            return self._acc
+        return (self._acc, self._order.state())
+
+    def restore(self, state: Any) -> None:
+        if not self.ordered:
+            self._acc = state
+            return
+        self._acc, order = state
+        self._order.restore(order)
+
+    def describe(self) -> str:
+        if self.ordered:
+            return f"Reduce({qualified_name(self.fn)}, ordered=True)"
+        return f"Reduce({qualified_name(self.fn)})"
+
+
+class InputOrder:
+    """Release values in job id order, holding back those that arrive early.
+
+    ``next_id`` is the first job whose value has not been released. A job
+    that finished without a value is skipped, so it does not leave a gap
+    that would hold back every later value.
+    """
+
+    def __init__(self) -> None:
+        self.next_id = 0
+        self._waiting: dict[int, Any] = {}
+        self._skipped: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._waiting) + len(self._skipped)
+
+    def put(self, job_id: int, value: Any) -> None:
+        """Hold the value of one job until every earlier job is settled."""
+        self._waiting[job_id] = value
+
+    def skip(self, job_ids: list[int]) -> None:
+        """Settle jobs that finished without a value."""
+        self._skipped.update(job_ids)
+
+    def take_ready(self) -> list[Any]:
+        """Remove and return the values that no earlier job holds back, in order."""
+        ready = []
+        waiting, skipped = self._waiting, self._skipped
+        next_id = self.next_id
+        while True:
+            if next_id in waiting:
+                ready.append(waiting.pop(next_id))
+            elif next_id in skipped:
+                skipped.remove(next_id)
+            else:
+                break
+            next_id += 1
+        self.next_id = next_id
+        return ready
+
+    def state(self) -> tuple[int, dict[int, Any], set[int]]:
+        """Return a picklable snapshot of the position and what waits."""
+        return (self.next_id, dict(self._waiting), set(self._skipped))
+
+    def restore(self, state: tuple[int, dict[int, Any], set[int]]) -> None:
+        """Replace the position and what waits with a snapshot from ``state``."""
+        self.next_id, waiting, skipped = state
+        self._waiting, self._skipped = dict(waiting), set(skipped)
+
+
+class Combine(Strategy):
+    """Aggregate with a combiner: fold values into accumulators and merge them.
+
+    The result does not depend on the order of arrival (see
+    ``syncagg.combiners``), and the state a checkpoint stores is one
+    accumulator, whatever the number of results.
+
+    Parameters
+    ----------
+    combiner : Combiner
+        For example ``Sum("lines")``, ``Mean()`` or
+        ``GroupBy("package", Sum("lines"))``.
+    in_workers : bool, default False
+        Fold in the workers: each worker folds the values of a batch into
+        one accumulator and sends that instead of the values, and the
+        collector merges the accumulators. This moves fewer bytes when
+        values are larger than accumulators. No per-job value reaches the
+        parent, so outputs, ``on_result`` and ``stream`` are rejected with
+        it; failures and checkpoints work as without it. With
+        ``Aggregator.collect`` there are no workers and values are folded in
+        the collector.
+
+    Examples
+    --------
+    >>> from syncagg.combiners import Sum
+    >>> total = Combine(Sum("lines"))
+    >>> total.add_values([{"lines": 3}, {"lines": 4}])
+    >>> total.value()
+    7
+    """
+
+    def __init__(self, combiner: Combiner, in_workers: bool = False) -> None:
+        if not isinstance(combiner, Combiner):
+            raise TypeError(
+                f"Combine(combiner) must be a syncagg combiner such as Sum('lines') or Mean(), "
+                f"got {combiner!r} of type {type(combiner).__qualname__}"
+            )
+        self.combiner = combiner
+        self.in_workers = bool(in_workers)
+        self.reset()
+
+    def reset(self) -> None:
+        self._acc = self.combiner.create()
+
+    def add_values(self, values: list[Any]) -> None:
+        self._acc = self.combiner.add_all(self._acc, values)
+
+    def add_partials(self, partials: list[Any]) -> None:
+        merge = self.combiner.merge
+        acc = self._acc
+        for partial in partials:
+            acc = merge(acc, partial)
+        self._acc = acc
+
+    def value(self) -> Any:
+        return self.combiner.extract(self._acc)
 
     def state(self) -> Any:
         return self._acc
@@ -171,7 +368,9 @@ class Reduce(Strategy):
         self._acc = state
 
     def describe(self) -> str:
-        return f"Reduce({qualified_name(self.fn)})"
+        if self.in_workers:
+            return f"Combine({self.combiner.describe()}, in_workers=True)"
+        return f"Combine({self.combiner.describe()})"
 
 
 class Merge(Strategy):

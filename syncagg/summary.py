@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from syncagg.deadletters import DeadLetter
+from syncagg.pipeline import StageCounts
 from syncagg.records import JobResult
 
 __all__ = ["RunSummary"]
@@ -24,7 +26,9 @@ class RunSummary:
     counts : Mapping[str, int]
         ``"ok"`` and ``"failed"``: jobs with each status, earlier runs of the
         same checkpoint included; ``"resumed"``: jobs that earlier runs had
-        finished, so this run skipped them.
+        finished, so this run skipped them. With a pipeline also
+        ``"passed"``, ``"filtered_out"`` and ``"dead_letter"``: results with
+        each pipeline outcome.
     failures : tuple of JobResult
         The first failed jobs, with their errors (at most 100).
     outputs : tuple of Path
@@ -38,6 +42,12 @@ class RunSummary:
         readings taken during the run.
     stall_seconds : Mapping[str, float]
         For each output path, seconds the collector waited on its full queue.
+    stages : tuple of StageCounts
+        With a pipeline, for each stage the results that passed it, were
+        filtered out by it or became dead letters there.
+    dead_letters : tuple of DeadLetter
+        The first dead letters of this call (at most 100); the dead-letter
+        output holds all of them.
     """
 
     value: Any
@@ -48,6 +58,8 @@ class RunSummary:
     elapsed: float
     peak_memory: int
     stall_seconds: Mapping[str, float]
+    stages: tuple[StageCounts, ...] = ()
+    dead_letters: tuple[DeadLetter, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -72,4 +84,6 @@ class RunSummary:
             "elapsed": self.elapsed,
             "peak_memory": self.peak_memory,
             "stall_seconds": dict(self.stall_seconds),
+            "stages": [stage._asdict() for stage in self.stages],
+            "dead_letters": [letter.to_row() for letter in self.dead_letters],
         }

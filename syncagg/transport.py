@@ -48,7 +48,10 @@ class ResultBatch:
     Column storage keeps pickling cheap: a list of floats or ints pickles far
     faster than the same values spread over one object per result.
     ``errors`` maps an index in the columns to ``(type, message, traceback)``
-    of a failed job, whose value is ``None``.
+    of a failed job, whose value is ``None``. ``partials`` holds one
+    accumulator when the worker folded the batch's values itself
+    (``Combine(..., in_workers=True)``, see ``folding.py``); the values
+    column then holds ``None`` for each folded value.
     """
 
     worker_pid: int
@@ -57,12 +60,15 @@ class ResultBatch:
     started: list[float] = field(default_factory=list)
     finished: list[float] = field(default_factory=list)
     errors: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    partials: list[Any] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.job_ids)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        fields = (self.worker_pid, self.job_ids, self.values, self.started, self.finished, self.errors)
+        fields = (
+            self.worker_pid, self.job_ids, self.values, self.started, self.finished, self.errors, self.partials
+        )
         return (ResultBatch, fields)
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from syncagg.combiners import Combiner
+from syncagg.folding import BatchFolder
 from syncagg.ring import RUNNING_OFFSET, RingWriter
 from syncagg.segments import attach_segment, create_segment
 from syncagg.transport import ResultBatch, encode_message, estimate_size
@@ -47,6 +49,8 @@ class WorkerSpec:
     batch_bytes: int
     batch_latency: float
     segment_prefix: str
+    # With Combine(..., in_workers=True): fold each batch's values into one accumulator.
+    combiner: Combiner | None = None
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -119,7 +123,10 @@ def _run_jobs(
         if chunk is None:
             sender.flush()
             return
-        _run_chunk(fn, chunk, ring, sender)
+        if sender.folder is None:
+            _run_chunk(fn, chunk, ring, sender)
+        else:
+            _fold_chunk(fn, chunk, ring, sender)
         ring.set_running(None)
 
 
@@ -172,6 +179,19 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender
             ids, values, starts, ends = batch.job_ids, batch.values, batch.started, batch.finished
 
 
+def _fold_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender: BatchSender) -> None:
+    # Each value is folded by BatchSender.add, so the value-column tricks of
+    # _run_chunk would save nothing here.
+    for job_id, item in zip(*chunk, strict=True):
+        ring.set_running(job_id)
+        started = time.time()
+        try:
+            value, error = fn(item), None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed job, as in _run_chunk
+            value, error = None, (_type_name(exc), str(exc), traceback.format_exc())
+        sender.add(job_id, value, started, time.time(), error)
+
+
 _SAMPLE_EVERY = 16
 
 # Estimated encoded sizes of common result types, so that most values are
@@ -197,6 +217,7 @@ class BatchSender:
         self.latency = spec.batch_latency
         self._prefix = f"{spec.segment_prefix}w{os.getpid()}-"
         self._segments = 0
+        self.folder = None if spec.combiner is None else BatchFolder(spec.combiner)
         self._new_batch()
 
     def _new_batch(self) -> None:
@@ -218,6 +239,8 @@ class BatchSender:
         batch = self.batch
         if not batch.job_ids:
             self.opened = started
+        if error is None and self.folder is not None:
+            value, error = self.folder.add(value)
         if error is not None:
             batch.errors[len(batch.job_ids)] = error
         batch.job_ids.append(job_id)
@@ -240,6 +263,8 @@ class BatchSender:
         batch = self.batch
         if not batch.job_ids:
             return
+        if self.folder is not None:
+            batch.partials = self.folder.take()
         self._new_batch()
 
         message = _encode_batch(batch)

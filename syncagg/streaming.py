@@ -1,0 +1,205 @@
+"""``Aggregator.stream``: results handed to the caller's loop as they arrive.
+
+The run goes on in background threads: a stream thread that runs the
+aggregator, and the usual collector thread. The collector hands each result
+to a bounded ``Handoff``; when the consumer falls behind, the hand-off is
+full, the collector waits, and the workers wait on their full ring regions,
+so memory stays bounded.
+
+A checkpoint records only results that the consumer has taken: the
+collector waits until the consumer has come back for the next result after
+the last one it took. A result delivered after the last checkpoint is
+delivered again after a resume, so delivery is at least once.
+
+When the consumer stops early (``break``, an exception, ``close()``, or the
+stream being garbage collected), the run stops without another checkpoint:
+the workers are killed, partial outputs are removed (or kept for a resume
+when there is a checkpoint), and ``close()`` returns once every thread and
+process of the run has ended.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+
+from syncagg.records import JobResult
+from syncagg.summary import RunSummary
+
+__all__ = ["ConsumerGone", "Handoff", "ResultStream"]
+
+logger = logging.getLogger("syncagg.streaming")
+
+_POLL_SECONDS = 0.1
+
+
+class ConsumerGone(Exception):
+    """Raised in the collector thread when the stream's consumer has stopped."""
+
+
+class Handoff:
+    """A bounded queue of results from the collector thread to one consumer.
+
+    Besides the queue it knows whether the consumer still holds a result it
+    took, which is what ``wait_consumed`` waits for, and it ends with either
+    the run's summary or its error.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: collections.deque[JobResult] = collections.deque()
+        self._condition = threading.Condition()
+        self._holding = False
+        self._closed = False
+        self._ended = False
+        self.summary: RunSummary | None = None
+        self.error: BaseException | None = None
+
+    def put(self, result: JobResult) -> None:
+        """Add a result; wait while the queue is full. Raises ``ConsumerGone`` after ``close``."""
+        with self._condition:
+            while len(self._items) >= self._capacity and not self._closed:
+                self._condition.wait(_POLL_SECONDS)
+            if self._closed:
+                raise ConsumerGone("the consumer of the stream stopped")
+            self._items.append(result)
+            self._condition.notify_all()
+
+    def wait_consumed(self) -> None:
+        """Wait until the queue is empty and the consumer came back for more.
+
+        Raises ``ConsumerGone`` after ``close``.
+        """
+        with self._condition:
+            while (self._items or self._holding) and not self._closed:
+                self._condition.wait(_POLL_SECONDS)
+            if self._closed:
+                raise ConsumerGone("the consumer of the stream stopped")
+
+    def get(self) -> JobResult | None:
+        """Return the next result, or ``None`` once the run has ended and the queue is empty.
+
+        Taking a result marks the previous one as consumed.
+        """
+        with self._condition:
+            self._holding = False
+            self._condition.notify_all()
+            while not self._items and not self._ended and not self._closed:
+                # A timeout keeps the wait short, so Ctrl-C reaches the main thread.
+                self._condition.wait(_POLL_SECONDS)
+            if not self._items:
+                return None
+            self._holding = True
+            self._condition.notify_all()
+            return self._items.popleft()
+
+    def end(self, summary: RunSummary | None, error: BaseException | None) -> None:
+        """Record how the run ended; ``get`` returns ``None`` once the queue is empty."""
+        with self._condition:
+            self.summary = summary
+            self.error = error
+            self._ended = True
+            self._condition.notify_all()
+
+    def close(self) -> None:
+        """Mark the consumer as gone: waiting producers raise ``ConsumerGone``."""
+        with self._condition:
+            self._closed = True
+            self._items.clear()
+            self._condition.notify_all()
+
+
+class ResultStream(Iterator[JobResult]):
+    """An iterator of ``JobResult`` objects as the run produces them.
+
+    Iterate over it, or use it in a ``with`` block so that leaving the
+    block stops the run. After the last result, ``summary`` holds the
+    ``RunSummary``; an error that stopped the run is raised from
+    ``next()`` once the results before it have been taken.
+
+    Parameters
+    ----------
+    start : callable
+        Runs the aggregator in the stream thread: ``start(handoff, stop)``
+        returns the run's summary; the run ends early when ``stop`` is set.
+    capacity : int
+        Results that may wait for the consumer.
+    """
+
+    def __init__(self, start: Callable[[Handoff, threading.Event], RunSummary], capacity: int) -> None:
+        self._handoff = Handoff(capacity)
+        self._stop = threading.Event()
+        self._closed = False
+        self.summary: RunSummary | None = None
+        # The thread holds the hand-off and the event, never this object, so
+        # a stream the caller drops is garbage collected and closes the run.
+        self._thread = threading.Thread(
+            target=_run, args=(start, self._handoff, self._stop), name="syncagg-stream", daemon=True
+        )
+        self._thread.start()
+
+    def __iter__(self) -> ResultStream:
+        return self
+
+    def __next__(self) -> JobResult:
+        if self._closed:
+            raise StopIteration
+        result = self._handoff.get()
+        if result is not None:
+            return result
+
+        self._thread.join()
+        self._closed = True
+        if self._handoff.error is not None:
+            raise self._handoff.error
+        self.summary = self._handoff.summary
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the run if it is still going and wait until its threads and processes end.
+
+        Idempotent. Results not yet taken are discarded; with a checkpoint,
+        the jobs after the last checkpoint run again on the next call.
+        """
+        if self._closed and not self._thread.is_alive():
+            return
+        self._closed = True
+        self._stop.set()
+        self._handoff.close()
+        self._thread.join()
+
+    def __enter__(self) -> ResultStream:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Never raise from a finalizer; close() logs instead of raising.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - nothing can receive it here
+            logger.exception("closing a stream that was garbage collected failed")
+
+
+def _run(start: Callable[[Handoff, threading.Event], RunSummary], handoff: Handoff, stop: threading.Event) -> None:
+    """Thread body: run the aggregator and record how it ended."""
+    summary: RunSummary | None = None
+    error: BaseException | None = None
+    try:
+        summary = start(handoff, stop)
+    except ConsumerGone:
+        logger.debug("the consumer stopped the stream; the run stopped")
+    except BaseException as exc:  # noqa: BLE001 - raised again in the consumer's thread
+        error = exc
+        if stop.is_set():
+            logger.error("the run stopped after its stream was closed, with %s: %s", type(exc).__name__, exc)
+    handoff.end(summary, error)

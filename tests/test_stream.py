@@ -1,0 +1,166 @@
+"""Aggregator.stream: results as they arrive, backpressure, early stops and resume.
+
+The fixtures in conftest.py fail a test that leaves a process, a syncagg
+thread or a segment behind, so each early-stop test also checks cleanup.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import syncagg as sa
+from tests import combine_jobs, jobs
+
+COUNT = 300
+
+
+def _aggregator(**settings: object) -> sa.Aggregator:
+    return sa.Aggregator(workers=2, progress=False, **settings)  # type: ignore[arg-type]
+
+
+def test_stream_yields_every_result() -> None:
+    stream = _aggregator().stream(jobs.fail_on_multiples_of_seven, range(COUNT))
+    results = list(stream)
+
+    assert sorted(result.job_id for result in results) == list(range(COUNT))
+    failed = {result.job_id for result in results if result.status is sa.Status.FAILED}
+    assert failed == set(range(0, COUNT, 7))
+    assert all(result.value == jobs.square(result.job_id) for result in results if result.ok)
+    assert stream.summary is not None
+    assert stream.summary.counts["ok"] == COUNT - len(failed)
+
+
+def test_stream_feeds_strategy_and_outputs(tmp_path: Path) -> None:
+    aggregator = _aggregator(strategy=sa.Reduce(jobs.add_square, 0), outputs=[tmp_path / "rows.jsonl"])
+    with aggregator.stream(jobs.square, range(COUNT)) as stream:
+        seen = [result.job_id for result in stream]
+
+    assert sorted(seen) == list(range(COUNT))
+    assert stream.summary is not None
+    assert stream.summary.value == sum(x * x for x in range(COUNT))
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert sorted(row["x"] for row in rows) == list(range(COUNT))
+
+
+def test_break_stops_run() -> None:
+    taken = []
+    for result in _aggregator().stream(combine_jobs.slow_square, range(2000)):
+        taken.append(result)
+        break
+    assert len(taken) == 1
+
+
+def test_exception_stops_run() -> None:
+    def consume() -> None:
+        for _ in _aggregator().stream(combine_jobs.slow_square, range(2000)):
+            raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        consume()
+
+
+def test_garbage_collection_stops_run() -> None:
+    stream = _aggregator().stream(combine_jobs.slow_square, range(2000))
+    next(stream)
+    del stream
+    gc.collect()
+
+
+def test_close_then_next_stops() -> None:
+    stream = _aggregator().stream(combine_jobs.slow_square, range(2000))
+    next(stream)
+    stream.close()
+    with pytest.raises(StopIteration):
+        next(stream)
+    assert stream.summary is None
+
+
+def test_close_before_first_result() -> None:
+    stream = _aggregator().stream(combine_jobs.slow_square, range(2000))
+    stream.close()
+    stream.close()
+
+
+def test_partial_outputs_removed_on_break(tmp_path: Path) -> None:
+    aggregator = _aggregator(outputs=[tmp_path / "rows.jsonl"])
+    for _ in aggregator.stream(combine_jobs.slow_square, range(2000)):
+        break
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_slow_consumer_blocks_workers(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    started.mkdir()
+    ahead = []
+
+    # Results of 200 kB: each worker's 1 MiB region holds at most five, and
+    # chunks of 100 would let the workers run far ahead unless blocked.
+    aggregator = _aggregator(ring_size=2 * 1024 * 1024, batch_bytes=200_000, chunksize=100)
+    inputs = [(str(started), x) for x in range(COUNT)]
+    for consumed, _ in enumerate(aggregator.stream(jobs.mark_started, inputs, buffer_size=4), start=1):
+        ahead.append(len(os.listdir(started)) - consumed)
+        time.sleep(0.005)
+
+    assert len(ahead) == COUNT
+    # Four results wait in the stream; per worker five in the ring, one
+    # being written and one running; one in the collector's hands.
+    assert max(ahead) <= 4 + 2 * 7 + 1
+
+
+def test_resume_delivers_unconsumed(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run.sqlite"
+    aggregator = _aggregator(
+        checkpoint=checkpoint, outputs=[tmp_path / "rows.jsonl"], checkpoint_results=10, checkpoint_seconds=0.05
+    )
+    first = []
+    for result in aggregator.stream(jobs.square, range(COUNT), buffer_size=8):
+        first.append(result.job_id)
+        if len(first) == 100:
+            break
+
+    stream = aggregator.stream(jobs.square, range(COUNT))
+    second = [result.job_id for result in stream]
+
+    assert stream.summary is not None
+    resumed = stream.summary.counts["resumed"]
+    assert len(second) == COUNT - resumed
+    # A job that the checkpoint records as done was consumed before the stop.
+    assert set(range(COUNT)) - set(second) <= set(first)
+    assert set(first) | set(second) == set(range(COUNT))
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert sorted(row["x"] for row in rows) == list(range(COUNT))
+
+
+def test_strategy_error_raised_from_loop() -> None:
+    aggregator = _aggregator(strategy=sa.Reduce(_fail_on_ten, 0))
+    seen = []
+    with pytest.raises(sa.StrategyError, match=r"Reduce\(tests.test_stream._fail_on_ten\) raised ValueError: ten"):
+        for result in aggregator.stream(jobs.square, range(COUNT)):
+            seen.append(result.job_id)
+    assert 10 not in seen
+
+
+def _fail_on_ten(total: int, row: dict[str, int]) -> int:
+    if row["x"] == 10:
+        raise ValueError("ten")
+    return total + row["x"]
+
+
+def test_stream_after_pipeline() -> None:
+    pipeline = sa.Pipeline().where(status="failed")
+    stream = _aggregator(pipeline=pipeline).stream(jobs.fail_on_multiples_of_seven, range(COUNT))
+    ids = [result.job_id for result in stream]
+    assert sorted(ids) == list(range(0, COUNT, 7))
+    assert stream.summary is not None
+    assert stream.summary.counts["filtered_out"] == COUNT - len(ids)
+
+
+def test_bad_buffer_size_raises() -> None:
+    with pytest.raises(ValueError, match=r"buffer_size must be a positive int, got 0"):
+        _aggregator().stream(jobs.square, range(3), buffer_size=0)
