@@ -267,9 +267,9 @@ class Aggregator:
         """Run ``fn`` on every input and return an iterator of ``JobResult`` as they arrive.
 
         The run goes on in background threads while the caller iterates.
-        Successful and failed results are both yielded, after the pipeline;
-        the strategy, outputs, hooks and checkpoints work as in ``run``, and
-        after the last result ``stream.summary`` holds the ``RunSummary``.
+        Successful and failed results are both yielded, after the pipeline.
+        The strategy, outputs, hooks and checkpoints work as in ``run``, and
+        after the last result ``stream.summary`` is the ``RunSummary``.
         At most ``buffer_size`` results wait for the caller; a slow caller
         makes the collector and then the workers wait.
 
@@ -464,7 +464,7 @@ class Aggregator:
     def _open_checkpoint(self, function: str, inputs: Iterable[Any]) -> Checkpoint | None:
         if self.checkpoint is None:
             return None
-        fingerprint = {
+        fingerprint: dict[str, Any] = {
             "function": function,
             "strategy": self.strategy.describe(),
             "outputs": [output.describe() for output in self.outputs],

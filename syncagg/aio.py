@@ -13,6 +13,7 @@ from typing import Any
 
 from syncagg.aggregator import Aggregator
 from syncagg.records import JobResult
+from syncagg.streaming import ResultStream
 
 __all__ = ["aiter_results"]
 
@@ -51,6 +52,6 @@ async def aiter_results(
         await asyncio.to_thread(stream.close)
 
 
-def _next_or_none(stream: Any) -> JobResult | None:
+def _next_or_none(stream: ResultStream) -> JobResult | None:
     # StopIteration cannot cross a thread into a coroutine, so the end is None.
-    return next(stream, None)  # type: ignore[no-any-return]
+    return next(stream, None)

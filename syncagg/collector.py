@@ -2,7 +2,7 @@
 
 Every method runs in the collector thread. ``add_batch`` is the hot path:
 it works on whole batches, and builds one ``JobResult`` object per result
-only for failed jobs and when a strategy, a hook or a stream asks for them.
+only for failed jobs and when a strategy, a hook or a stream needs them.
 Without a pipeline, hooks, a stream or an ordered strategy, a batch takes
 the plain path, which touches values only to hand them on.
 
@@ -47,10 +47,10 @@ _DEAD_LETTERS_LOGGED = 10
 
 
 class ResultSink(Protocol):
-    """Where ``Aggregator.stream`` receives results (``streaming.Handoff``)."""
+    """The receiving end of ``Aggregator.stream`` (``streaming.Handoff``)."""
 
     def put(self, result: JobResult) -> None:
-        """Hand one result to the consumer; blocks while the consumer is behind."""
+        """Hand one result to the consumer, waiting while the consumer is behind."""
 
     def wait_consumed(self) -> None:
         """Wait until the consumer has taken every result handed over."""
@@ -58,7 +58,7 @@ class ResultSink(Protocol):
 
 @dataclass
 class Listeners:
-    """Who receives ``JobResult`` objects besides the strategy.
+    """The receivers of ``JobResult`` objects besides the strategy.
 
     Attributes
     ----------
@@ -74,7 +74,7 @@ class Listeners:
 
     @property
     def active(self) -> bool:
-        """Whether anyone listens."""
+        """Whether a hook or a stream receives results."""
         return self.on_result is not None or self.on_error is not None or self.stream is not None
 
 
@@ -128,7 +128,7 @@ class Collector:
         return {str(writer.output.path): writer.commit() for writer in self.every_writer}
 
     def add_batch(self, batch: ResultBatch, segments: list[Segment]) -> None:
-        """Collect one batch from a worker; blocks while an output queue or the stream is full.
+        """Collect one batch from a worker, waiting while an output queue or the stream is full.
 
         Raises ``StrategyError`` if the strategy's function raises,
         ``HookError`` if a hook raises and ``OutputError`` if a writer has failed.
@@ -179,16 +179,18 @@ class Collector:
     def _add_routed(self, batch: ResultBatch, segments: list[Segment]) -> None:
         jobs = _jobs(segments)
         failed = self._add_failed(batch, jobs)
-        ok = range(len(batch)) if not batch.errors else [i for i in range(len(batch)) if i not in batch.errors]
+        ok = [i for i in range(len(batch)) if i not in batch.errors]
 
         if self.pipeline is not None:
             passed, values, rejected = self.pipeline.apply(batch.values, ok)
             self._add_dead_letters(batch, jobs, rejected)
         else:
-            passed, values, rejected = list(ok), [batch.values[i] for i in ok], []
+            passed, values, rejected = ok, [batch.values[i] for i in ok], []
 
-        wanted = self.strategy.wants_results or self.listeners.active
-        results = [self._result(batch, jobs, i, value) for i, value in zip(passed, values, strict=True)] if wanted else []
+        results = []
+        if self.strategy.wants_results or self.listeners.active:
+            pairs = zip(passed, values, strict=True)
+            results = [self._result(batch, jobs, i, value) for i, value in pairs]
         self._apply_routed(batch, values, results, failed, rejected)
         self._write(values)
 

@@ -45,13 +45,13 @@ __all__ = [
     "TopK",
 ]
 
-# What picks the part of a value to aggregate: a dict key, a function, or
-# None for the whole value.
+# The part of a value to aggregate: a dict key, a function, or None for
+# the whole value.
 FieldSpec = str | Callable[[Any], Any] | None
 
 
 class FieldGetter:
-    """Return ``value[name]``; a ``KeyError`` names the field and the value."""
+    """Return ``value[name]``, or raise a ``KeyError`` that names the field and the value."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -60,11 +60,11 @@ class FieldGetter:
         try:
             return value[self.name]
         except (KeyError, TypeError, IndexError):
-            shown = repr(value)
-            if len(shown) > 200:
-                shown = shown[:197] + "..."
+            text = repr(value)
+            if len(text) > 200:
+                text = text[:197] + "..."
             raise KeyError(
-                f"value {shown} has no field {self.name!r}; return dicts with that "
+                f"value {text} has no field {self.name!r}; return dicts with that "
                 "key, or pass field=None to aggregate the whole value"
             ) from None
 
@@ -203,10 +203,10 @@ class Count(Combiner):
 class Sum(Combiner):
     """Sum numbers exactly, so the total does not depend on the order.
 
-    Accepts ints, floats, bools and numpy scalars. Ints are summed exactly;
-    floats are summed exactly and rounded once at the end, which makes the
-    result the correctly rounded sum (what ``math.fsum`` returns) however
-    the values were split and merged.
+    Accepts ints, floats, bools and numpy scalars. Ints and floats are both
+    summed exactly, and a float total is rounded once, at the end. The
+    result is therefore the correctly rounded sum (what ``math.fsum``
+    returns), however the values were split and merged.
 
     The result is an int when every value was an int, else a float; 0 for no
     values. A total too large for a float is ``inf``.
@@ -430,7 +430,7 @@ class HistogramCounts(NamedTuple):
         The bin edges, as given.
     counts : tuple of int
         Values in each bin: ``edges[i] <= x < edges[i + 1]``, and the last
-        bin also holds ``x == edges[-1]``, as in ``numpy.histogram``.
+        bin also contains ``x == edges[-1]``, as in ``numpy.histogram``.
     below, above : int
         Values less than ``edges[0]`` or greater than ``edges[-1]``.
     missing : int
@@ -567,12 +567,12 @@ class _Ranked:
         return self._bytes
 
     def __lt__(self, other: _Ranked) -> bool:
-        """Whether ``self`` ranks below ``other``, so it is dropped first."""
+        """Return True if ``self`` ranks below ``other``, so that it is dropped first."""
         if self.key == other.key:
             mine, theirs = self.tiebreak(), other.tiebreak()
         else:
             mine, theirs = self.key, other.key
-        return mine < theirs if self.largest else theirs < mine  # type: ignore[no-any-return]
+        return bool(mine < theirs) if self.largest else bool(theirs < mine)
 
 
 class TopK(Combiner):

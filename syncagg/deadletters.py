@@ -2,8 +2,8 @@
 
 A dead letter names the job (id and key), the stage, the reason and the
 value as text. With ``Aggregator(dead_letters=PATH)`` every dead letter is
-written to that file (JSON Lines unless the suffix or an ``Output`` says
-otherwise), and the file is committed at each checkpoint with the other
+written to that file (JSON Lines unless the suffix or an ``Output`` picks
+another format), and the file is committed at each checkpoint with the other
 outputs. The run summary keeps the first 100 in any case.
 """
 

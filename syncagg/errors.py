@@ -33,8 +33,9 @@ class StrategyError(SyncaggError):
 class HookError(SyncaggError):
     """An ``on_result`` or ``on_error`` hook raised; the run stopped.
 
-    The message names the hook and the job; the original exception is the
-    ``__cause__``. With a checkpoint, the last checkpoint stands.
+    The message names the hook and the job, and the original exception is
+    the ``__cause__``. With a checkpoint, the next run resumes from the last
+    checkpoint.
     """
 
 

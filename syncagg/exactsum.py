@@ -26,9 +26,9 @@ class ExactSum:
     """An exact running total of ints and floats.
 
     Integers add exactly as Python ints. Floats add exactly as multiples of
-    ``2**-1074``; the total is rounded to the nearest float once, in
-    ``total()``. Infinities and NaN are summed apart, with IEEE rules:
-    ``inf + -inf`` is NaN.
+    ``2**-1074``, and ``total()`` rounds the sum to the nearest float once.
+    Infinities and NaN are summed apart, with IEEE rules: ``inf + -inf`` is
+    NaN.
 
     Examples
     --------
@@ -45,7 +45,7 @@ class ExactSum:
     special: float | None = None
 
     def add(self, value: Any) -> None:
-        """Add one number; raise ``TypeError`` for anything else.
+        """Add one number, or raise ``TypeError`` for anything else.
 
         Bools count as 0 and 1, numpy scalars as the Python number they hold.
         """

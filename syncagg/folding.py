@@ -5,8 +5,8 @@ of each job. ``BatchFolder`` folds the values of the jobs of one batch into
 one accumulator, and the batch carries that accumulator in
 ``ResultBatch.partials`` together with the job ids, timings and errors, so
 the parent tracks done jobs, failures and checkpoints as usual. The values
-column then holds ``None`` for each folded value, which pickles in one byte
-and keeps the column indexes of ``errors`` valid.
+column then contains ``None`` for each folded value, which pickles in one
+byte and keeps the column indexes of ``errors`` valid.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ class BatchFolder:
         self._count = 0
 
     def add(self, value: Any) -> tuple[Any, tuple[str, str, str] | None]:
-        """Fold one value; return what the values column keeps and an error, if any.
+        """Fold one value and return what the values column keeps, with an error if any.
 
-        A value rejected by a pipeline stage that ran in the worker is kept
-        as it is, so the parent can count it; a folded value becomes ``None``.
+        A folded value becomes ``None``. A value that a pipeline stage in the
+        worker rejected is kept as it is, so that the parent can count it.
         """
         if isinstance(value, Rejection):
             return value, None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from syncagg.errors import HookError
 from syncagg.names import qualified_name
@@ -12,11 +12,13 @@ from syncagg.records import JobResult
 __all__ = ["call_hook", "check_hook"]
 
 
-def check_hook(name: str, hook: Any) -> Callable[[JobResult], Any] | None:
-    """Return ``hook`` if it is callable or ``None``; raise ``TypeError`` otherwise."""
-    if hook is not None and not callable(hook):
+def check_hook(name: str, hook: object) -> Callable[[JobResult], Any] | None:
+    """Return ``hook`` if it is callable or ``None``, or raise ``TypeError``."""
+    if hook is None:
+        return None
+    if not callable(hook):
         raise TypeError(f"{name} must be callable or None, got {hook!r} of type {type(hook).__qualname__}")
-    return hook
+    return cast(Callable[[JobResult], Any], hook)
 
 
 def call_hook(name: str, hook: Callable[[JobResult], Any], result: JobResult) -> None:

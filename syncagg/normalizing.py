@@ -21,7 +21,7 @@ DATETIME_POLICIES = ("keep", "utc", "iso")
 
 
 class NaNRejected(SchemaMismatch):
-    """A value holds NaN under the ``nan="dead_letter"`` policy."""
+    """A value contains NaN under the ``nan="dead_letter"`` policy."""
 
 
 class Normalizer:

@@ -5,8 +5,8 @@ the workers for stages marked ``in_workers`` (processes, threads and
 executors alike), which then send back only a small ``Rejection`` for a
 result that a stage stopped. Each result that enters a stage has one outcome
 there: passed, filtered out, or dead letter. A dead letter goes to the
-dead-letter output with the job id, the key, the stage and the reason;
-nothing is dropped silently, and the run summary counts every outcome.
+dead-letter output with the job id, the key, the stage and the reason. No
+result is dropped silently, because the run summary counts every outcome.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Pipeline:
     can be built in steps and shared. Successful results pass through every
     stage in order. Failed results carry no value, so they pass only
     through ``where`` stages that have a ``status``, which can filter them
-    out; they are counted in the summary's failures either way.
+    out. They are counted in the summary's failures either way.
 
     Parameters
     ----------
@@ -118,7 +118,7 @@ class Pipeline:
         return self._with(Normalize(Normalizer(numpy, datetimes, nan), in_workers))
 
     def runs_in_workers(self, stage: Stage) -> bool:
-        """Whether ``stage`` runs in the workers."""
+        """Return True if ``stage`` runs in the workers."""
         return self.in_workers if stage.in_workers is None else stage.in_workers
 
     def worker_stages(self) -> int:
@@ -174,7 +174,7 @@ class Pipeline:
 
 
 class StageCounts(NamedTuple):
-    """What happened to the results that entered one pipeline stage."""
+    """The outcome counts of the results that entered one pipeline stage."""
 
     stage: str
     passed: int

@@ -138,13 +138,13 @@ def _as_field(name: str, spec: Any) -> Field:
         return spec
     types = spec if isinstance(spec, tuple) else (spec,)
     nullable = any(kind is None or kind is type(None) for kind in types)
-    kept = tuple(kind for kind in types if kind is not None and kind is not type(None))
-    if not kept or not all(isinstance(kind, type) for kind in kept):
+    accepted = tuple(kind for kind in types if kind is not None and kind is not type(None))
+    if not accepted or not all(isinstance(kind, type) for kind in accepted):
         raise TypeError(
             f"the type of field {name!r} must be a type, a tuple of types or a "
             f"syncagg.Field, got {spec!r}"
         )
-    return Field(kept[0] if len(kept) == 1 else kept, nullable=nullable)
+    return Field(accepted[0] if len(accepted) == 1 else accepted, nullable=nullable)
 
 
 def _matches(value: Any, expected: type | tuple[type, ...]) -> bool:

@@ -84,7 +84,7 @@ class Stage(abc.ABC):
         """Return the value to pass on or ``FILTERED``; raise to make a dead letter."""
 
     def allows(self, status: Status) -> bool:
-        """Whether a result of this status passes; failed results see only this check."""
+        """Return True if a result of this status passes; failed results get only this check."""
         return True
 
     def details(self) -> str:

@@ -1,7 +1,7 @@
 """Aggregation strategies: what the collector does with each successful result.
 
-A strategy sees the values of successful jobs in the order they arrive,
-which is not the input order; ``Collect(ordered=True)`` and
+A strategy receives the values of successful jobs in the order they
+arrive, which is not the input order. ``Collect(ordered=True)`` and
 ``Reduce(..., ordered=True)`` restore the input order. Every strategy can
 report its state for a checkpoint and restore it on resume; that state must
 pickle.
@@ -61,7 +61,7 @@ class Strategy(abc.ABC):
 
     @property
     def buffer_full(self) -> bool:
-        """Whether the strategy holds so many values back that new jobs should wait."""
+        """Whether the strategy keeps so many values back that new jobs should wait."""
         return False
 
     @abc.abstractmethod

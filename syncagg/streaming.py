@@ -2,9 +2,9 @@
 
 The run goes on in background threads: a stream thread that runs the
 aggregator, and the usual collector thread. The collector hands each result
-to a bounded ``Handoff``; when the consumer falls behind, the hand-off is
-full, the collector waits, and the workers wait on their full ring regions,
-so memory stays bounded.
+to a bounded ``Handoff``. When the consumer falls behind, the hand-off fills
+up and the collector waits. The workers then wait on their full ring
+regions, so memory stays bounded.
 
 A checkpoint records only results that the consumer has taken: the
 collector waits until the consumer has come back for the next result after
@@ -43,9 +43,9 @@ class ConsumerGone(Exception):
 class Handoff:
     """A bounded queue of results from the collector thread to one consumer.
 
-    Besides the queue it knows whether the consumer still holds a result it
-    took, which is what ``wait_consumed`` waits for, and it ends with either
-    the run's summary or its error.
+    Besides the queue it tracks whether the consumer is still working on a
+    result it took, which is what ``wait_consumed`` waits for. It ends with
+    either the run's summary or its error.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -116,9 +116,9 @@ class ResultStream(Iterator[JobResult]):
     """An iterator of ``JobResult`` objects as the run produces them.
 
     Iterate over it, or use it in a ``with`` block so that leaving the
-    block stops the run. After the last result, ``summary`` holds the
-    ``RunSummary``; an error that stopped the run is raised from
-    ``next()`` once the results before it have been taken.
+    block stops the run. After the last result, ``summary`` is the
+    ``RunSummary``. An error that stopped the run is raised from ``next()``
+    once the results before it have been taken.
 
     Parameters
     ----------
@@ -134,8 +134,8 @@ class ResultStream(Iterator[JobResult]):
         self._stop = threading.Event()
         self._closed = False
         self.summary: RunSummary | None = None
-        # The thread holds the hand-off and the event, never this object, so
-        # a stream the caller drops is garbage collected and closes the run.
+        # The thread references the hand-off and the event, never this object,
+        # so a stream the caller drops is garbage collected and closes the run.
         self._thread = threading.Thread(
             target=_run, args=(start, self._handoff, self._stop), name="syncagg-stream", daemon=True
         )
@@ -183,7 +183,7 @@ class ResultStream(Iterator[JobResult]):
         self.close()
 
     def __del__(self) -> None:
-        # Never raise from a finalizer; close() logs instead of raising.
+        # An exception raised in a finalizer would only be printed, so log it.
         try:
             self.close()
         except Exception:  # noqa: BLE001 - nothing can receive it here

@@ -48,10 +48,10 @@ class ResultBatch:
     Column storage keeps pickling cheap: a list of floats or ints pickles far
     faster than the same values spread over one object per result.
     ``errors`` maps an index in the columns to ``(type, message, traceback)``
-    of a failed job, whose value is ``None``. ``partials`` holds one
+    of a failed job, whose value is ``None``. ``partials`` contains one
     accumulator when the worker folded the batch's values itself
-    (``Combine(..., in_workers=True)``, see ``folding.py``); the values
-    column then holds ``None`` for each folded value.
+    (``Combine(..., in_workers=True)``, see ``folding.py``). The values
+    column then contains ``None`` for each folded value.
     """
 
     worker_pid: int

@@ -1,8 +1,8 @@
 """What runs in the workers besides the user's function: pipeline stages and combining.
 
-``Aggregator`` asks this module which combiner the workers fold with, which
-pipeline stages they run, and whether the settings fit together, before any
-worker starts.
+Before any worker starts, ``Aggregator`` gets from this module the combiner
+the workers fold with and the pipeline stages they run, and checks that the
+settings fit together.
 """
 
 from __future__ import annotations

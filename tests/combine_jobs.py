@@ -7,9 +7,7 @@ them by name in a worker.
 from __future__ import annotations
 
 import datetime
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,19 +76,8 @@ def drop_lines_on_fives(row: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def mark_started(item: tuple[str, int]) -> int:
-    """Create a file named after the job in a folder, then return the job's number."""
-    folder, x = item
-    Path(folder, str(x)).touch()
-    return x
-
-
 def slow_square(x: int) -> int:
     """Return ``x * x`` after 5 ms."""
     time.sleep(0.005)
     return x * x
 
-
-def pid_of_worker(x: int) -> int:
-    """Return the id of the process that ran the job."""
-    return os.getpid()
