@@ -7,6 +7,8 @@ them by name in a worker.
 from __future__ import annotations
 
 import datetime
+import os
+import signal
 import time
 from typing import Any
 
@@ -81,3 +83,16 @@ def slow_square(x: int) -> int:
     time.sleep(0.005)
     return x * x
 
+
+
+def text_killing_on_13(x: int) -> str:
+    """Return ``text(x)``, but SIGKILL the worker on input 13, as the OOM killer would."""
+    if x == 13:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return text(x)
+
+
+def sleepy_row(x: int) -> dict[str, Any]:
+    """Return ``row(x)`` after 5 ms, so a run lasts long enough to be killed."""
+    time.sleep(0.005)
+    return row(x)

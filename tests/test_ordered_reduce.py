@@ -96,3 +96,13 @@ def test_input_order_state_round_trip() -> None:
 def test_bad_max_buffered_raises() -> None:
     with pytest.raises(ValueError, match=r"Reduce\(max_buffered=...\) must be a positive int, got 0"):
         sa.Reduce(operator.add, "", ordered=True, max_buffered=0)
+
+
+def test_worker_death_leaves_no_gap() -> None:
+    # Job 13 kills its worker twice, so it fails with WorkerDied; a buffer
+    # of two values makes the run loop hold back new chunks meanwhile.
+    summary = _aggregator(max_buffered=2).run(combine_jobs.text_killing_on_13, range(60))
+    assert summary.value == "".join(f"{x}," for x in range(60) if x != 13)
+    assert summary.counts["failed"] == 1
+    assert summary.failures[0].error is not None
+    assert summary.failures[0].error.type == "syncagg.WorkerDied"
