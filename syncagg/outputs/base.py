@@ -27,6 +27,10 @@ def json_default(value: Any) -> Any:
         return list(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        # orjson encodes only C-contiguous arrays of some dtypes itself, so
+        # slices, transposes and object arrays arrive here.
+        return value.tolist()
     raise TypeError(f"cannot encode a value of type {type(value).__qualname__} as JSON")
 
 

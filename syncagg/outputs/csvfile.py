@@ -61,16 +61,21 @@ class Csv(Output):
         self._file: BinaryIO
         if position is None:
             self._file = open(self._partial, "wb")  # noqa: SIM115
+            if self._columns is not None:
+                # Declared columns need no rows to fix them, so the header goes first.
+                self._file.write(_encode([self._columns]))
             return
         self._columns = position["columns"]
         self._file = reopen_at(self._partial, int(position["offset"]))
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\r\n")
+        if not rows:
+            # An empty batch must not fix the columns to an empty header.
+            return
+        lines: list[list[Any]] = []
         if self._columns is None:
             self._columns = _first_seen_keys(rows)
-            writer.writerow(self._columns)
+            lines.append(self._columns)
 
         columns = self._columns
         known = set(columns)
@@ -81,8 +86,8 @@ class Csv(Output):
                     f"row has keys {unknown} that are not CSV columns {columns}; pass "
                     "Csv(path, columns=[...]) with every column, or extra='ignore' to drop them"
                 )
-            writer.writerow([_cell(row.get(column)) for column in columns])
-        self._file.write(text.getvalue().encode("utf-8"))
+            lines.append([_cell(row.get(column)) for column in columns])
+        self._file.write(_encode(lines))
 
     def commit(self) -> dict[str, Any]:
         self._file.flush()
@@ -100,6 +105,13 @@ class Csv(Output):
     def discard(self) -> None:
         self._file.close()
         self._partial.unlink(missing_ok=True)
+
+
+def _encode(lines: list[list[Any]]) -> bytes:
+    """Return ``lines`` as UTF-8 CSV with RFC 4180 quoting and CRLF line ends."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\r\n").writerows(lines)
+    return text.getvalue().encode("utf-8")
 
 
 def _first_seen_keys(rows: list[dict[str, Any]]) -> list[str]:

@@ -32,8 +32,9 @@ class Parquet(Output):
     rows arrive: a column that held only nulls takes the type of later
     values, integers widen to floats, and a column that appears later is
     added with nulls in the earlier rows. Values that cannot share a type
-    (for example strings and integers in one column) raise ``OutputError``;
-    declare a ``schema`` for such data.
+    (for example strings and integers in one column) raise ``ValueError``,
+    which the run reports as ``OutputError``. A declared ``schema`` does not
+    help there, so return one type per column from the job function.
 
     Parameters
     ----------
@@ -119,32 +120,30 @@ class Parquet(Output):
         self._rows += table.num_rows
 
     def _to_table(self, rows: list[dict[str, Any]]) -> pa.Table:
-        schema = self._schema
-        if schema is not None:
+        if self.schema is not None:
             keys: set[str] = set().union(*rows)
-            if keys.issubset(schema.names):
-                try:
-                    return pa.Table.from_pylist(rows, schema=schema)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                    if self.schema is not None:
-                        raise
-            elif self.schema is not None:
-                extra = sorted(keys.difference(schema.names))
+            extra = sorted(keys.difference(self.schema.names))
+            if extra:
                 raise ValueError(f"rows have keys {extra} outside the declared Parquet schema")
+            # NOTE: pyarrow (26) truncates a float such as 1.5 to 1 in a
+            # declared integer column instead of raising.
+            return pa.Table.from_pylist(rows, schema=self.schema)
 
-        table = pa.Table.from_pylist(rows)
-        if schema is None:
+        # Rows are inferred on their own and then widened, because converting
+        # them with the schema so far would truncate floats in an int column.
+        table = _infer_table(rows)
+        if self._schema is None:
             self._schema = table.schema
             return table
-        return self._widen(table, schema)
+        return self._widen(table, self._schema)
 
     def _widen(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
         try:
             wider = pa.unify_schemas([schema, table.schema], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(
-                f"rows do not fit the Parquet schema inferred so far ({exc}); "
-                "pass Parquet(path, schema=...) with a type that fits every value"
+                "rows do not fit the Parquet schema inferred from earlier rows "
+                f"({exc}); {_ONE_TYPE_FIX}"
             ) from None
         self._schema = wider
         return _conform(table, wider)
@@ -177,18 +176,33 @@ class Parquet(Output):
             publish(parts[0], self.path)
         else:
             temporary = partial_path(self.path, ".tmp")
-            self._merge(parts, final, temporary)
-            publish(temporary, self.path)
+            try:
+                self._merge(parts, final, temporary)
+                publish(temporary, self.path)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
         shutil.rmtree(self._parts, ignore_errors=True)
 
     def _merge(self, parts: list[Path], schema: pa.Schema, target: Path) -> None:
+        # Every commit ends a part with a short row group. The merge regroups
+        # the rows, so that only the last row group of the file is short.
+        size = self.row_group_rows
+        pending: list[pa.Table] = []
         with pq.ParquetWriter(target, schema, compression=self.compression) as writer:
             for part in parts:
                 source = pq.ParquetFile(part)
-                for batch in source.iter_batches(batch_size=self.row_group_rows):
-                    table = pa.Table.from_batches([batch])
-                    writer.write_table(_conform(table, schema), row_group_size=self.row_group_rows)
+                for batch in source.iter_batches(batch_size=size):
+                    pending.append(_conform(pa.Table.from_batches([batch]), schema))
+                    table = pa.concat_tables(pending)
+                    whole = table.num_rows - table.num_rows % size
+                    if whole:
+                        writer.write_table(table.slice(0, whole), row_group_size=size)
+                    pending = [table.slice(whole)]
                 source.close()
+            rest = pa.concat_tables(pending) if pending else None
+            if rest is not None and rest.num_rows:
+                writer.write_table(rest, row_group_size=size)
 
     def close(self) -> None:
         # The open part is not in any checkpoint, so a resume deletes it.
@@ -199,6 +213,35 @@ class Parquet(Output):
     def discard(self) -> None:
         self.close()
         shutil.rmtree(self._parts, ignore_errors=True)
+
+
+_ONE_TYPE_FIX = (
+    "return one type per column from the job function, for example str(value) "
+    "for a column that mixes text and numbers"
+)
+
+
+def _infer_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Infer a table from rows, or raise ``ValueError`` naming a mixed column."""
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        column = _mixed_column(rows)
+        raise ValueError(
+            f"Parquet column {column!r} has values that share no Arrow type "
+            f"({exc}); {_ONE_TYPE_FIX}"
+        ) from None
+
+
+def _mixed_column(rows: list[dict[str, Any]]) -> str | None:
+    """Return the first column whose values pyarrow cannot convert to one type."""
+    keys = dict.fromkeys(key for row in rows for key in row)
+    for key in keys:
+        try:
+            pa.array([row.get(key) for row in rows])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return key
+    return None
 
 
 def _is_part(path: Path) -> bool:

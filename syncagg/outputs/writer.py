@@ -58,8 +58,14 @@ class OutputWriter:
         return self._state.rows
 
     def open(self, position: Any | None) -> None:
-        """Open the file in the writer thread; raise if that fails."""
-        self._call("open", position)
+        """Open the file in the writer thread; on failure end the thread and raise."""
+        try:
+            self._call("open", position)
+        except BaseException:
+            # A failed open leaves no file for the thread to close, and a
+            # caller that gets no writer back could not stop the thread.
+            self.stop(discard=False)
+            raise
 
     def put(self, rows: list[dict[str, Any]]) -> None:
         """Queue rows; blocks only while the queue is full."""
