@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlitedict import SqliteDict
+from sqlitedict import SqliteDict, decode
 
 from syncagg.errors import CheckpointError, CheckpointMismatchError
 from syncagg.jobranges import JobRanges
@@ -112,7 +112,7 @@ class Checkpoint:
             return
 
         try:
-            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            db = self._connect_read_only()
             try:
                 rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
                 tables = {row[0] for row in rows}
@@ -136,11 +136,15 @@ class Checkpoint:
         configuration and ``CheckpointError`` if it cannot be read.
         """
         try:
-            if "fingerprint" not in self._db:
-                return None
-            stored = dict(self._db.items())
+            stored = self._read_all()
         except Exception as exc:
-            raise CheckpointError(f"cannot read checkpoint {str(self.path)!r}: {exc}") from exc
+            raise CheckpointError(
+                f"cannot read checkpoint {str(self.path)!r} "
+                f"({type(exc).__name__}: {exc}); the file is damaged, so delete it "
+                "to start afresh"
+            ) from exc
+        if "fingerprint" not in stored:
+            return None
 
         if stored.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
@@ -158,6 +162,26 @@ class Checkpoint:
             failures=stored["failures"],
             updated=stored["updated"],
         )
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        # The URI is built from the percent-encoded path, so that "?" or "#"
+        # in a file name does not start the URI's query.
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        return sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT)
+
+    def _read_all(self) -> dict[str, Any]:
+        """Read every stored key and value through a connection of this thread.
+
+        sqlitedict 2.1 reads in its own thread. That thread dies without a
+        response when fetching rows from a corrupt page fails, so a read
+        through it would wait forever.
+        """
+        db = self._connect_read_only()
+        try:
+            rows = db.execute(f'SELECT key, value FROM "{_TABLE}"').fetchall()
+        finally:
+            db.close()
+        return {key: decode(value) for key, value in rows}
 
     def _check_fingerprint(self, stored: dict[str, Any]) -> None:
         differences = [
@@ -227,7 +251,9 @@ class Checkpoint:
         if self._lock < 0:
             return
         try:
-            self._db.close()
+            # After a failed commit sqlitedict's thread is gone, so a normal
+            # close would wait forever for its response.
+            self._db.close(force=not self._db.conn.is_alive())
         except Exception:
             logger.exception("closing checkpoint %s failed", self.path)
         os.close(self._lock)

@@ -79,3 +79,10 @@ STRIPED_LENGTH = 4 * 1024 * 1024 // 8
 def striped_array(x: int) -> np.ndarray:
     """Return 4 MiB of int64 whose every element encodes ``x`` and its own position."""
     return np.arange(STRIPED_LENGTH, dtype=np.int64) * 1000 + x
+
+
+def touch_and_square(item: tuple[str, int]) -> dict[str, int]:
+    """Create a file named after ``x`` in a folder, then return ``square(x)``."""
+    folder, x = item
+    Path(folder, str(x)).touch()
+    return square(x)
