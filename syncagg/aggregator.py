@@ -324,7 +324,7 @@ class Aggregator:
         if self.threads is not None:
             return ExecutorSource.threads(self.threads, fn, combiner)
         if self.executor is not None and dask_client(self.executor) is not None:
-            return DaskSource.from_executor(self.executor, fn, slots=self.workers * 2)
+            return DaskSource.from_executor(self.executor, fn, slots=self.workers * 2, combiner=combiner)
         if self.executor is not None:
             return ExecutorSource(self.executor, fn, slots=self.workers * 2, owned=False, combiner=combiner)
 

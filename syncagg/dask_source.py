@@ -21,6 +21,9 @@ which would leave the run waiting forever.
   the job started. If the worker dies after that record, the job is charged
   like the job a local worker was running. After ``retries`` more attempts
   it fails with ``syncagg.WorkerDied``.
+- With ``Combine(combiner, in_workers=True)`` each task folds its values
+  on the worker, so one accumulator per task travels back instead of
+  every value.
 
 This module never imports Dask. It looks the package up in ``sys.modules``,
 because a Dask client exists only if the caller imported ``distributed``.
@@ -39,6 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from syncagg.combiners import Combiner
 from syncagg.dispatcher import Dispatcher
 from syncagg.executors import run_chunk
 from syncagg.source import Sink, Source
@@ -81,7 +85,13 @@ def cluster_threads(client: Any) -> int:
     return total
 
 
-def run_marked(fn: Callable[[Any], Any], job_ids: range | list[int], items: list[Any], topic: str) -> ResultBatch:
+def run_marked(
+    fn: Callable[[Any], Any],
+    job_ids: range | list[int],
+    items: list[Any],
+    combiner: Combiner | None,
+    topic: str,
+) -> ResultBatch:
     """Run jobs on a Dask worker once the scheduler has stored, under ``topic``, that this task started.
 
     ``Client.log_event`` waits for the scheduler's reply, so the record
@@ -90,7 +100,7 @@ def run_marked(fn: Callable[[Any], Any], job_ids: range | list[int], items: list
     distributed = sys.modules["distributed"]  # always loaded in a Dask worker
     key = distributed.get_worker().get_current_task()
     distributed.get_client().log_event(topic, key)
-    return run_chunk(fn, job_ids, items)
+    return run_chunk(fn, job_ids, items, combiner)
 
 
 @dataclass
@@ -128,12 +138,23 @@ class DaskSource(Source):
     options : dict
         Keyword arguments for ``client.submit``, such as ``workers`` or
         ``resources``; ``pure`` is always ``False``.
+    combiner : Combiner, optional
+        Fold each task's values on its worker, so only one accumulator per
+        task comes back over the network (``Combine(..., in_workers=True)``).
     """
 
-    def __init__(self, client: Any, fn: Callable[[Any], Any], slots: int, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        fn: Callable[[Any], Any],
+        slots: int,
+        options: dict[str, Any],
+        combiner: Combiner | None = None,
+    ) -> None:
         self.client = client
         self.slots = slots
         self._fn = fn
+        self._combiner = combiner
         self._options = {**options, "pure": False}
         self._closed = False
         self._parts: dict[int, deque[_Part]] = {}
@@ -145,7 +166,9 @@ class DaskSource(Source):
         self._topic = f"syncagg-started-{uuid.uuid4().hex}"
 
     @classmethod
-    def from_executor(cls, executor: Any, fn: Callable[[Any], Any], slots: int) -> DaskSource:
+    def from_executor(
+        cls, executor: Any, fn: Callable[[Any], Any], slots: int, combiner: Combiner | None = None
+    ) -> DaskSource:
         """Return a source for a ``distributed.Client`` or the executor of one."""
         client = dask_client(executor)
         if client is None:
@@ -155,7 +178,7 @@ class DaskSource(Source):
         # The keyword arguments given to client.get_executor(), such as
         # workers= or resources=; ClientExecutor keeps them in _kwargs.
         options = dict(getattr(executor, "_kwargs", {}))
-        return cls(client, fn, slots, options)
+        return cls(client, fn, slots, options, combiner)
 
     def dispatch(self, dispatcher: Dispatcher, sink: Sink) -> None:
         for slot in range(self.slots):
@@ -171,9 +194,9 @@ class DaskSource(Source):
                 items = chunk.items[start:stop]
                 part.marked = len(part.job_ids) == 1 and part.job_ids[0] in self._groups
                 if part.marked:
-                    arguments = (run_marked, self._fn, part.job_ids, items, self._topic)
+                    arguments = (run_marked, self._fn, part.job_ids, items, self._combiner, self._topic)
                 else:
-                    arguments = (run_chunk, self._fn, part.job_ids, items)
+                    arguments = (run_chunk, self._fn, part.job_ids, items, self._combiner)
                 future = self.client.submit(*arguments, **self._options)
                 part.key = future.key
                 self._futures[future] = part

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from syncagg.combiners import Combiner
+
 
 def square(x: int) -> dict[str, int]:
     """Return a small row for ``x``."""
@@ -81,8 +83,28 @@ def striped_array(x: int) -> np.ndarray:
     return np.arange(STRIPED_LENGTH, dtype=np.int64) * 1000 + x
 
 
-def touch_and_square(item: tuple[str, int]) -> dict[str, int]:
-    """Create a file named after ``x`` in a folder, then return ``square(x)``."""
-    folder, x = item
-    Path(folder, str(x)).touch()
-    return square(x)
+def worker_pid(x: int) -> int:
+    """Return the pid of the process that runs the job."""
+    return os.getpid()
+
+
+class SquareSumAndPids(Combiner):
+    """Sum ``row["square"]`` and collect the pids of the processes that fold rows.
+
+    The pids show whether rows were folded in the workers or in the collector.
+    """
+
+    def create(self) -> tuple[int, frozenset[int]]:
+        return (0, frozenset())
+
+    def add(self, accumulator: tuple[int, frozenset[int]], value: dict[str, int]) -> tuple[int, frozenset[int]]:
+        total, pids = accumulator
+        return (total + value["square"], pids | {os.getpid()})
+
+    def merge(
+        self, left: tuple[int, frozenset[int]], right: tuple[int, frozenset[int]]
+    ) -> tuple[int, frozenset[int]]:
+        return (left[0] + right[0], left[1] | right[1])
+
+    def extract(self, accumulator: tuple[int, frozenset[int]]) -> tuple[int, frozenset[int]]:
+        return accumulator

@@ -146,6 +146,31 @@ def test_get_executor_matches_local(client: distributed.Client) -> None:
     assert local.run(jobs.square, range(COUNT)).value == expected
 
 
+def test_get_executor_options(client: distributed.Client) -> None:
+    address, pid = next(iter(client.run(os.getpid).items()))
+    executor = client.get_executor(workers=[address])
+    aggregator = sa.Aggregator(strategy=sa.Collect(), executor=executor, progress=False)
+
+    assert set(aggregator.run(jobs.worker_pid, range(50)).value) == {pid}
+
+
+@pytest.mark.parametrize("in_workers", [True, False], ids=["workers", "collector"])
+def test_combine_folds_where_asked(client: distributed.Client, in_workers: bool) -> None:
+    strategy = sa.Combine(jobs.SquareSumAndPids(), in_workers=in_workers)
+    aggregator = sa.Aggregator(strategy=strategy, executor=client, progress=False)
+    summary = aggregator.run(jobs.fail_on_multiples_of_seven, range(COUNT))
+    total, pids = summary.value
+
+    assert total == EXPECTED_VALUE
+    assert summary.counts["ok"] == COUNT - len(EXPECTED_FAILED)
+    assert summary.counts["failed"] == len(EXPECTED_FAILED)
+    if in_workers:
+        assert pids <= set(client.run(os.getpid).values())
+        assert os.getpid() not in pids
+    else:
+        assert pids == {os.getpid()}
+
+
 def test_default_workers(client: distributed.Client, monkeypatch: pytest.MonkeyPatch) -> None:
     # Sixteen local CPUs, so a default taken from this machine would show.
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
