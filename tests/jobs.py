@@ -83,6 +83,13 @@ def striped_array(x: int) -> np.ndarray:
     return np.arange(STRIPED_LENGTH, dtype=np.int64) * 1000 + x
 
 
+def touch_and_square(item: tuple[str, int]) -> dict[str, int]:
+    """Create a file named after ``x`` in a folder, then return ``square(x)``."""
+    folder, x = item
+    Path(folder, str(x)).touch()
+    return square(x)
+
+
 def worker_pid(x: int) -> int:
     """Return the pid of the process that runs the job."""
     return os.getpid()
