@@ -478,15 +478,21 @@ class Aggregator:
         return Checkpoint(self.checkpoint, fingerprint)
 
     def _open_writers(self, state: CheckpointState, outputs: list[Output]) -> list[OutputWriter]:
-        writers = []
-        for output in outputs:
-            position = state.outputs.get(str(output.path))
-            if state.status == "finishing" and _already_published(output):
-                continue
-            writer = OutputWriter(output, self.queue_size)
-            writers.append(writer)
-            writer.open(position)
-        return writers
+        writers: list[tuple[OutputWriter, bool]] = []
+        try:
+            for output in outputs:
+                position = state.outputs.get(str(output.path))
+                if state.status == "finishing" and _already_published(output):
+                    continue
+                writer = OutputWriter(output, self.queue_size)
+                writers.append((writer, position is None))
+                writer.open(position)
+        except BaseException:
+            # Stop the writers opened so far; a fresh file goes, a resumed one stays.
+            for writer, fresh in writers:
+                writer.stop(discard=fresh)
+            raise
+        return [writer for writer, _ in writers]
 
     def _finished_summary(self, state: CheckpointState, began: float) -> RunSummary:
         self.strategy.reset()

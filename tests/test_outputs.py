@@ -751,10 +751,6 @@ def test_aggregator_csv_unknown_key(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.skip(
-    reason="Aggregator._open_writers drops the writers it opened when a later "
-    "output fails to open, so their threads, file handles and partial files stay"
-)
 def test_aggregator_second_output_fails_open(tmp_path: Path) -> None:
     good = tmp_path / "rows.jsonl"
     bad = tmp_path / "missing" / "rows.csv"
