@@ -161,9 +161,9 @@ class Reduce(Strategy):
         jobs are skipped. The buffer and the accumulator are part of the
         checkpoint.
     max_buffered : int, default 10000
-        With ``ordered``: once this many values wait, no new jobs are sent
-        until the jobs in flight fill the gaps. The buffer can still grow by
-        the number of jobs in flight.
+        With ``ordered``: once this many values wait, no new chunk is sent
+        while jobs are in flight, so those jobs can fill the gaps. The
+        buffer can still grow by the number of jobs in flight.
 
     Examples
     --------
