@@ -211,35 +211,66 @@ class Dispatcher:
         per_job = max((sum(finished) - sum(started)) / len(started), 1e-7)
         self.chunksize = max(1, min(self._max_chunk, int(_CHUNK_SECONDS / per_job)))
 
-    def worker_died(self, slot: int, pid: int, running: int | None, cause: str) -> list[JobResult]:
+    def held_jobs(self, slot: int) -> list[int]:
+        """Return the ids of a worker's jobs whose results have not arrived, in the order sent."""
+        return [job_id for job_id, _, _ in self._held(slot)]
+
+    def _held(self, slot: int) -> list[tuple[int, Any, int]]:
+        """Return ``(job id, input, attempts)`` of a worker's jobs without results."""
+        return [
+            (chunk.job_ids[i], chunk.items[i], chunk.attempts[i])
+            for chunk in self._chunks[slot]
+            for i in range(chunk.done, len(chunk.items))
+        ]
+
+    def worker_died(
+        self, slot: int, pid: int, running: int | None, started: int | None, cause: str
+    ) -> list[JobResult]:
         """Send a dead worker's jobs again, or fail them once out of retries.
 
-        The job the worker was running is charged with the attempt. When the
-        worker died between jobs no job can be singled out, so every job it
-        held is charged, which keeps a crash that repeats from looping forever.
+        ``running`` and ``started`` are the ids the worker published in its
+        ring header. The job it was running is charged with the attempt.
+        A worker that died between jobs may have died writing their results,
+        so every job without a result up to the last started one is charged,
+        which keeps a crash that repeats from looping forever. Jobs after the
+        last started one never ran and are sent again without charge.
         """
-        chunks = self._chunks[slot]
+        held = self._held(slot)
         self._chunks[slot] = deque()
         self._in_flight[slot] = 0
 
+        charged = _charged(held, running, started)
         failed: list[JobResult] = []
         retry = self._retry
-        for chunk in chunks:
-            for i in range(chunk.done, len(chunk.items)):
-                job_id, item, attempts = chunk.job_ids[i], chunk.items[i], chunk.attempts[i]
-                charged = running is None or job_id == running
-                if not charged:
-                    attempts -= 1
-                elif attempts > self._retries:
-                    failed.append(_died(job_id, self.key(item), attempts, pid, cause))
-                    continue
-                retry.job_ids.append(job_id)
-                retry.items.append(item)
-                retry.attempts.append(attempts)
+        for job_id, item, attempts in held:
+            if job_id not in charged:
+                attempts -= 1
+            elif attempts > self._retries:
+                failed.append(_died(job_id, self.key(item), attempts, pid, cause))
+                continue
+            retry.job_ids.append(job_id)
+            retry.items.append(item)
+            retry.attempts.append(attempts)
 
+        logger.debug(
+            "worker %d %s holding %d jobs without results: %d charged, %d failed",
+            pid, cause, len(held), len(charged), len(failed),
+        )
         if failed:
             logger.warning("%d jobs failed because worker %d %s", len(failed), pid, cause)
         return failed
+
+
+def _charged(held: list[tuple[int, Any, int]], running: int | None, started: int | None) -> set[int]:
+    """Return the ids of the held jobs that a dead worker had started."""
+    if running is not None:
+        return {running}
+    ids = [job_id for job_id, _, _ in held]
+    # Jobs run in the order they were sent. A last started job that is not
+    # held any more had its result delivered, so no held job had started.
+    if started is None or started not in ids:
+        return set()
+    return set(ids[: ids.index(started) + 1])
 
 
 def _died(job_id: int, key: str, attempts: int, pid: int, cause: str) -> JobResult:

@@ -121,7 +121,7 @@ class WorkerPool:
         slot.tasks.close()
         slot.results.close()
         start = slot.ring.head
-        slot.ring.clear_running()
+        slot.ring.clear_jobs()
         slot.ring.release()
 
         new = self._start(slot.index, start)

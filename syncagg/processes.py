@@ -103,7 +103,9 @@ class ProcessSource(Source):
         self._running.pop(slot.index, None)
 
         code = slot.process.exitcode
+        # The worker is gone, so these fields no longer change.
         running = slot.ring.running_job()
+        started = slot.ring.started_job()
         if timed_out:
             cause = f"was killed because its job ran longer than the {self.timeout:g} s timeout"
         elif code is not None and code < 0:
@@ -111,7 +113,7 @@ class ProcessSource(Source):
         else:
             cause = f"exited with code {code}"
         pid = slot.process.pid or 0
-        failures = dispatcher.worker_died(slot.index, pid, running, cause)
+        failures = dispatcher.worker_died(slot.index, pid, running, started, cause)
         if timed_out:
             failures = [_as_timeout(failure) for failure in failures]
         sink.add_failures(failures)

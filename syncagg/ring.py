@@ -8,6 +8,8 @@ nothing held. Byte layout of region ``i``, which starts at
     +0     u64 head      bytes the parent has released; written by the parent only
     +64    u64 running   id + 1 of the job the worker is running, 0 when idle;
                          written by the worker only
+    +72    u64 started   id + 1 of the last job the worker started, 0 before
+                         its first; written by the worker only
     +128   data          ``capacity`` bytes of messages
 
 Positions are absolute byte counts that only grow, so ``tail - head`` is
@@ -16,6 +18,11 @@ fit before the end of the data area, the writer skips to the start of the
 area, and the skipped bytes are released together with the message. The
 fields sit on separate 64-byte lines so the two processes do not contend
 for one cache line.
+
+Before each job the worker stores ``running`` and ``started`` with one
+``struct`` call, and when it runs out of jobs or writes a batch it clears
+``running`` alone. After a worker dies, the two fields tell which of its jobs
+had started: the running one, or every job up to the last started one.
 
 The tail lives in the worker's memory only. The parent learns where a
 message lies from the descriptor that the worker sends after writing it, so
@@ -28,13 +35,16 @@ import struct
 import time
 from collections.abc import Callable
 
-__all__ = ["HEADER_SIZE", "RUNNING_OFFSET", "RingReader", "RingWriter", "region_offset"]
+__all__ = ["HEADER_SIZE", "JOB_OFFSET", "RingReader", "RingWriter", "region_offset"]
 
 HEADER_SIZE = 128
 _HEAD = 0
-RUNNING_OFFSET = 64
-_RUNNING = RUNNING_OFFSET
+# ``running`` and ``started`` are adjacent so one pack_into stores both.
+JOB_OFFSET = 64
+_RUNNING = JOB_OFFSET
+_STARTED = JOB_OFFSET + 8
 _U64 = struct.Struct("<Q")
+_JOB = struct.Struct("<QQ")
 
 # A full ring is polled with a sleep that doubles up to this bound, so a
 # blocked worker wakes at most a few hundred times a second.
@@ -56,14 +66,21 @@ class RingWriter:
         self.capacity = capacity
         self.tail = start
         self.stall_seconds = 0.0
-        # For the worker's hot loop: publish_running(header, RUNNING_OFFSET, job_id + 1)
-        # does what set_running(job_id) does, without a method call.
+        # For the worker's hot loop: publish_job(header, JOB_OFFSET, job_id + 1,
+        # job_id + 1) does what set_running(job_id) does, without a method call.
         self.header = self._header
-        self.publish_running = _U64.pack_into
+        self.publish_job = _JOB.pack_into
 
     def set_running(self, job_id: int | None) -> None:
-        """Publish the job the worker is about to run, or ``None`` when idle."""
-        _U64.pack_into(self._header, _RUNNING, 0 if job_id is None else job_id + 1)
+        """Publish the job the worker is about to run, or clear ``running`` with ``None``.
+
+        ``None`` leaves ``started`` as it is, so the parent still learns
+        which jobs had started if the worker dies while idle.
+        """
+        if job_id is None:
+            _U64.pack_into(self._header, _RUNNING, 0)
+        else:
+            _JOB.pack_into(self._header, JOB_OFFSET, job_id + 1, job_id + 1)
 
     def reserve(self, size: int, alive: Callable[[], bool]) -> tuple[int, memoryview]:
         """Wait for ``size`` contiguous bytes; return their position and a view.
@@ -136,13 +153,18 @@ class RingReader:
         return head
 
     def running_job(self) -> int | None:
-        """Return the job id the worker last published as running."""
+        """Return the id of the job the worker is running, or ``None`` when it is idle."""
         value: int = _U64.unpack_from(self._header, _RUNNING)[0]
         return None if value == 0 else value - 1
 
-    def clear_running(self) -> None:
-        """Reset the running job before a replacement worker takes the region."""
-        _U64.pack_into(self._header, _RUNNING, 0)
+    def started_job(self) -> int | None:
+        """Return the id of the last job the worker started, or ``None`` before its first."""
+        value: int = _U64.unpack_from(self._header, _STARTED)[0]
+        return None if value == 0 else value - 1
+
+    def clear_jobs(self) -> None:
+        """Reset the running and started jobs before a replacement worker takes the region."""
+        _JOB.pack_into(self._header, JOB_OFFSET, 0, 0)
 
     def view(self, start: int, end: int) -> memoryview:
         """Return a view of the message stored at absolute ``start`` to ``end``."""

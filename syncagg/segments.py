@@ -93,13 +93,26 @@ def remove_segments(prefix: str) -> list[str]:
 
 
 def purge_stale_segments() -> list[str]:
-    """Unlink the segments of runs whose owner process no longer exists."""
+    """Unlink the segments of runs whose owner process no longer exists.
+
+    Segments that this user may not open or unlink (another user's, mode
+    0600) are skipped.
+    """
     removed = []
     for name in _list_segments():
         match = _NAME.match(name)
+        # NOTE: a run in another PID namespace that shares this /dev/shm (a
+        # container with the host's IPC namespace, for example) has a pid
+        # that does not exist here, so its live segments look stale and are
+        # removed. Run such containers with a /dev/shm of their own.
         if match is None or psutil.pid_exists(int(match.group(1))):
             continue
-        if unlink_segment(name):
+        try:
+            unlinked = unlink_segment(name)
+        except PermissionError as exc:
+            logger.debug("skipped stale-looking segment %s: %s", name, exc)
+            continue
+        if unlinked:
             removed.append(name)
 
     if removed:

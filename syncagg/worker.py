@@ -23,7 +23,7 @@ from typing import Any
 
 from syncagg.combiners import Combiner
 from syncagg.folding import BatchFolder
-from syncagg.ring import RUNNING_OFFSET, RingWriter
+from syncagg.ring import JOB_OFFSET, RingWriter
 from syncagg.segments import attach_segment, create_segment
 from syncagg.transport import ResultBatch, encode_message, estimate_size
 
@@ -135,7 +135,7 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender
     # jobs and keeps the batch's columns in local names, which makes it
     # about twice as fast; the columns are bound again after each flush.
     clock = time.time
-    publish = ring.publish_running
+    publish = ring.publish_job
     header = ring.header
     latency = sender.latency
     limit = sender.batch_bytes
@@ -143,7 +143,7 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender
     ids, values, starts, ends = batch.job_ids, batch.values, batch.started, batch.finished
 
     for job_id, item in zip(*chunk):
-        publish(header, RUNNING_OFFSET, job_id + 1)
+        publish(header, JOB_OFFSET, job_id + 1, job_id + 1)
         started = clock()
         try:
             value = fn(item)
@@ -263,6 +263,10 @@ class BatchSender:
         batch = self.batch
         if not batch.job_ids:
             return
+        # Writing a batch is no job: a worker that dies or waits for ring
+        # space now is charged for the jobs it started, not for the last one,
+        # and the parent's timeout clock does not run meanwhile.
+        self._ring.set_running(None)
         if self.folder is not None:
             batch.partials = self.folder.take()
         self._new_batch()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 import syncagg as sa
+from syncagg import segments
 from syncagg.segments import SHM_DIR, create_segment, purge_stale_segments
 from tests import jobs
 
@@ -165,3 +167,40 @@ def test_purge_removes_empty_segment() -> None:
         path.unlink(missing_ok=True)
 
     assert not exists
+
+
+def test_purge_skips_segment_it_may_not_unlink(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Root may unlink any file, so another user's segment is stood in for by
+    # an unlink that raises what a non-root user gets.
+    dead = _dead_pid()
+    foreign_name = f"syncagg-{dead}-0000f00d-ring"
+    stale_name = f"syncagg-{dead}-deadbeef-ring"
+    for name in (foreign_name, stale_name):
+        create_segment(name, 64).close()
+    real_unlink = segments.unlink_segment
+
+    def unlink(name: str) -> bool:
+        if name == foreign_name:
+            raise PermissionError(13, "Permission denied", name)
+        return real_unlink(name)
+
+    monkeypatch.setattr(segments, "unlink_segment", unlink)
+    caplog.set_level(logging.DEBUG, logger="syncagg.segments")
+    try:
+        removed = purge_stale_segments()
+        foreign_exists = Path(SHM_DIR, foreign_name).exists()
+        stale_exists = Path(SHM_DIR, stale_name).exists()
+    finally:
+        real_unlink(foreign_name)
+        real_unlink(stale_name)
+
+    skipped = [record for record in caplog.records if foreign_name in record.getMessage()]
+    assert foreign_name not in removed
+    assert foreign_exists
+    # Another test process may purge the stale segment first; it is gone either way.
+    assert not stale_exists
+    assert len(skipped) == 1
+    assert skipped[0].levelno == logging.DEBUG
+    assert "Permission denied" in skipped[0].getMessage()

@@ -194,15 +194,21 @@ def test_running_job_published_and_cleared(segment: shared_memory.SharedMemory) 
     reader = RingReader(segment.buf, 1, CAPACITY)
 
     assert reader.running_job() is None
+    assert reader.started_job() is None
     writer.set_running(0)
     assert reader.running_job() == 0
-    writer.publish_running(writer.header, 64, 41 + 1)
+    assert reader.started_job() == 0
+    writer.publish_job(writer.header, 64, 41 + 1, 41 + 1)
     assert reader.running_job() == 41
+    assert reader.started_job() == 41
+    # Idle: only the running field is cleared.
     writer.set_running(None)
     assert reader.running_job() is None
+    assert reader.started_job() == 41
     writer.set_running(5)
-    reader.clear_running()
+    reader.clear_jobs()
     assert reader.running_job() is None
+    assert reader.started_job() is None
 
     writer.release()
     reader.release()
