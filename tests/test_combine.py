@@ -180,3 +180,19 @@ def test_checkpoint_rejects_other_mode(tmp_path: Path) -> None:
     )
     with pytest.raises(sa.CheckpointMismatchError, match=r"strategy: checkpoint has 'Combine\(Count\(\)\)'"):
         second.run(jobs.square, range(5))
+
+
+def test_combine_under_spawn() -> None:
+    # Spawned workers import the combiner and the staged function by name.
+    combiner = sa.GroupBy("group", sa.Sum("lines"))
+    pipeline = sa.Pipeline(in_workers=True).where(status="ok")
+    aggregator = sa.Aggregator(
+        strategy=sa.Combine(combiner, in_workers=True),
+        workers=2,
+        progress=False,
+        pipeline=pipeline,
+        start_method="spawn",
+    )
+    summary = aggregator.run(combine_jobs.row_failing_on_sevens, range(COUNT))
+    assert summary.value == _expected(combiner)
+    assert summary.counts["filtered_out"] == COUNT - len(OK)
