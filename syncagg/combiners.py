@@ -103,7 +103,9 @@ class Combiner(abc.ABC):
         What to aggregate from each value: ``"lines"`` takes ``value["lines"]``
         of dict values, a function takes ``field(value)``. By default the
         whole value. A function must pickle (defined at the top level of a
-        module) when the combiner runs in worker processes.
+        module) when the combiner runs in worker processes. A subclass that
+        defines ``__init__`` calls ``super().__init__(field)``, which sets
+        ``self.pick``.
 
     Examples
     --------
