@@ -11,6 +11,7 @@ of its chunks that have no result yet are sent again or failed.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any
 from syncagg.jobranges import JobRanges
 from syncagg.records import JobError, JobResult, Status
 
-__all__ = ["Chunk", "Dispatcher", "Segment", "default_key"]
+__all__ = ["Chunk", "Dispatcher", "Segment", "Started", "default_key"]
 
 logger = logging.getLogger("syncagg.dispatcher")
 
@@ -31,6 +32,12 @@ logger = logging.getLogger("syncagg.dispatcher")
 _CHUNK_SECONDS = 0.05
 _MAX_CHUNK = 4096
 _CHUNKS_PER_WORKER = 2
+
+
+class Started(enum.Enum):
+    """What ``Dispatcher.worker_died`` receives when a source cannot tell which jobs started."""
+
+    UNKNOWN = "unknown"
 
 
 @dataclass
@@ -224,16 +231,23 @@ class Dispatcher:
         ]
 
     def worker_died(
-        self, slot: int, pid: int, running: int | None, started: int | None, cause: str
+        self,
+        slot: int,
+        pid: int,
+        running: int | None,
+        cause: str,
+        started: int | None | Started = Started.UNKNOWN,
     ) -> list[JobResult]:
         """Send a dead worker's jobs again, or fail them once out of retries.
 
-        ``running`` and ``started`` are the ids the worker published in its
-        ring header. The job it was running is charged with the attempt.
-        A worker that died between jobs may have died writing their results,
-        so every job without a result up to the last started one is charged,
-        which keeps a crash that repeats from looping forever. Jobs after the
-        last started one never ran and are sent again without charge.
+        ``running`` is the job the worker was running and ``started`` the
+        last job it started (``None``: none), as worker processes publish
+        them in their ring header. The running job is charged with the
+        attempt. A worker that died between jobs may have died writing their
+        results, so every job without a result up to the last started one is
+        charged, which keeps a crash that repeats from looping forever. Jobs
+        after it never ran and are sent again without charge. A source that
+        cannot tell passes no ``started``, and every held job is charged.
         """
         held = self._held(slot)
         self._chunks[slot] = deque()
@@ -261,11 +275,13 @@ class Dispatcher:
         return failed
 
 
-def _charged(held: list[tuple[int, Any, int]], running: int | None, started: int | None) -> set[int]:
+def _charged(held: list[tuple[int, Any, int]], running: int | None, started: int | None | Started) -> set[int]:
     """Return the ids of the held jobs that a dead worker had started."""
     if running is not None:
         return {running}
     ids = [job_id for job_id, _, _ in held]
+    if started is Started.UNKNOWN:
+        return set(ids)
     # Jobs run in the order they were sent. A last started job that is not
     # held any more had its result delivered, so no held job had started.
     if started is None or started not in ids:

@@ -113,7 +113,7 @@ class ProcessSource(Source):
         else:
             cause = f"exited with code {code}"
         pid = slot.process.pid or 0
-        failures = dispatcher.worker_died(slot.index, pid, running, started, cause)
+        failures = dispatcher.worker_died(slot.index, pid, running, cause, started=started)
         if timed_out:
             failures = [_as_timeout(failure) for failure in failures]
         sink.add_failures(failures)

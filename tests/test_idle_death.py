@@ -130,7 +130,7 @@ def test_running_job_charged_alone() -> None:
     _held(dispatcher, 10)
     dispatcher.complete(0, [0, 1])
 
-    failed = dispatcher.worker_died(0, 123, running=4, started=4, cause=_CAUSE)
+    failed = dispatcher.worker_died(0, 123, 4, _CAUSE, started=4)
 
     assert [failure.job_id for failure in failed] == [4]
     assert failed[0].attempts == 1
@@ -147,7 +147,7 @@ def test_started_jobs_charged_when_idle() -> None:
     _held(dispatcher, 10)
     dispatcher.complete(0, [0, 1])
 
-    failed = dispatcher.worker_died(0, 123, running=None, started=5, cause=_CAUSE)
+    failed = dispatcher.worker_died(0, 123, None, _CAUSE, started=5)
 
     assert [failure.job_id for failure in failed] == [2, 3, 4, 5]
     assert _retried(dispatcher) == [(6, 0), (7, 0), (8, 0), (9, 0)]
@@ -157,7 +157,7 @@ def test_started_jobs_retried_within_retries() -> None:
     dispatcher = _dispatcher(10, retries=1)
     _held(dispatcher, 10)
 
-    failed = dispatcher.worker_died(0, 123, running=None, started=1, cause=_CAUSE)
+    failed = dispatcher.worker_died(0, 123, None, _CAUSE, started=1)
 
     assert failed == []
     assert _retried(dispatcher) == [(0, 1), (1, 1), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (7, 0), (8, 0), (9, 0)]
@@ -169,17 +169,29 @@ def test_delivered_last_started_charges_none() -> None:
     _held(dispatcher, 10)
     dispatcher.complete(0, [0, 1, 2, 3, 4])
 
-    failed = dispatcher.worker_died(0, 123, running=None, started=4, cause=_CAUSE)
+    failed = dispatcher.worker_died(0, 123, None, _CAUSE, started=4)
 
     assert failed == []
     assert _retried(dispatcher) == [(5, 0), (6, 0), (7, 0), (8, 0), (9, 0)]
+
+
+def test_unknown_started_charges_every_job() -> None:
+    # Sources that cannot see inside a worker pass no ``started``.
+    dispatcher = _dispatcher(10)
+    _held(dispatcher, 10)
+    dispatcher.complete(0, [0, 1])
+
+    failed = dispatcher.worker_died(0, 123, None, _CAUSE)
+
+    assert [failure.job_id for failure in failed] == list(range(2, 10))
+    assert _retried(dispatcher) == []
 
 
 def test_fresh_worker_charges_none() -> None:
     dispatcher = _dispatcher(10)
     _held(dispatcher, 10)
 
-    failed = dispatcher.worker_died(0, 123, running=None, started=None, cause=_CAUSE)
+    failed = dispatcher.worker_died(0, 123, None, _CAUSE, started=None)
 
     assert failed == []
     assert [job_id for job_id, _ in _retried(dispatcher)] == list(range(10))
