@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -42,6 +44,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="file whose runner section gets the tables (default: docs/benchmarks.md)")
     parser.add_argument("--plot", type=Path, default=HERE.parent / "docs" / "benchmarks.png",
                         help="PNG file for the plot (default: docs/benchmarks.png)")
+    parser.add_argument("--save-rows", type=Path, metavar="PATH",
+                        help="also write the table's rows as JSON to PATH")
+    parser.add_argument("--load-rows", type=Path, metavar="PATH",
+                        help="run nothing: redraw the section and plot from rows saved with --save-rows")
     args = parser.parse_args(argv)
     args.mode = args.mode or "full"
     args.repeat = args.repeat or DEFAULT_REPEAT[args.mode]
@@ -116,14 +122,36 @@ def run_all(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def measuring_options(argv: list[str]) -> list[str]:
+    """Return ``argv`` without ``--save-rows PATH``, which changes no figure."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--save-rows":
+            skip = True
+        elif not arg.startswith("--save-rows="):
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    rows = run_all(args)
-    command = shlex.join(["python", "-m", "benchmarks", *argv])
+    if args.load_rows is not None:
+        saved = json.loads(args.load_rows.read_text())
+        rows = [Row(**row) for row in saved["rows"]]
+        command, repeat = saved["command"], saved["repeat"]
+    else:
+        rows = run_all(args)
+        command, repeat = shlex.join(["python", "-m", "benchmarks", *measuring_options(argv)]), args.repeat
+    if args.save_rows is not None:
+        saved = {"command": command, "repeat": repeat, "rows": [dataclasses.asdict(row) for row in rows]}
+        args.save_rows.write_text(json.dumps(saved, indent=1))
     titles = {w.name: (w.title, w.method) for w in cases.WORKLOADS.values()}
     plot_link = Path(args.plot).name if args.plot.parent == args.markdown.parent else str(args.plot)
-    text = report.section(rows, titles, command, args.repeat, plot_link)
+    text = report.section(rows, titles, command, repeat, plot_link)
     report.write_section(args.markdown, text)
     log(f"wrote {args.markdown}")
     if peers.installed("matplotlib"):

@@ -18,6 +18,11 @@ from benchmarks.results import Row
 # The section this runner owns; text outside the markers belongs to others.
 START = "<!-- benchmarks-runner:start (written by python -m benchmarks; edits inside are overwritten) -->"
 END = "<!-- benchmarks-runner:end -->"
+RING_NOTE = (
+    "syncagg's figures include its shared-memory ring, 64 MiB by default (`ring_size`), split between "
+    "the workers. A page of it counts in PSS from the first time it is written, so a run that moves "
+    "less than the ring's size shows a lower peak than a longer run of the same job."
+)
 PACKAGES = ("syncagg", "numpy", "pyarrow", "psutil", "orjson", "mpire", "joblib", "faster-fifo", "matplotlib")
 
 
@@ -139,6 +144,8 @@ def section(rows: Sequence[Row], titles: dict[str, tuple[str, str]], command: st
         "### Targets",
         "",
         *[f"- {line}" for line in targets or ["No target was measured in this run."]],
+        "",
+        RING_NOTE,
         "",
     ]
     for workload in dict.fromkeys(row.workload for row in rows):
