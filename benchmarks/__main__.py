@@ -142,16 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.load_rows is not None:
         saved = json.loads(args.load_rows.read_text())
         rows = [Row(**row) for row in saved["rows"]]
-        command, repeat = saved["command"], saved["repeat"]
+        setup = report.Setup(**saved["setup"])
     else:
         rows = run_all(args)
-        command, repeat = shlex.join(["python", "-m", "benchmarks", *measuring_options(argv)]), args.repeat
+        command = shlex.join(["python", "-m", "benchmarks", *measuring_options(argv)])
+        setup = report.Setup.current(command, args.repeat)
     if args.save_rows is not None:
-        saved = {"command": command, "repeat": repeat, "rows": [dataclasses.asdict(row) for row in rows]}
+        saved = {"setup": dataclasses.asdict(setup), "rows": [dataclasses.asdict(row) for row in rows]}
         args.save_rows.write_text(json.dumps(saved, indent=1))
     titles = {w.name: (w.title, w.method) for w in cases.WORKLOADS.values()}
     plot_link = Path(args.plot).name if args.plot.parent == args.markdown.parent else str(args.plot)
-    text = report.section(rows, titles, command, repeat, plot_link)
+    text = report.section(rows, titles, setup, plot_link)
     report.write_section(args.markdown, text)
     log(f"wrote {args.markdown}")
     if peers.installed("matplotlib"):

@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -122,7 +123,22 @@ def heading(workload: str, titles: dict[str, tuple[str, str]]) -> list[str]:
     return [f"### {workload}", "", f"Rows from `benchmarks/{module}.py`, run in a fresh interpreter; its docstring says how it measures.", ""]
 
 
-def section(rows: Sequence[Row], titles: dict[str, tuple[str, str]], command: str, repeat: int, plot: str) -> str:
+@dataclass(frozen=True)
+class Setup:
+    """The conditions of a run: the command, the machine and the versions."""
+
+    command: str
+    repeat: int
+    machine: str
+    versions: str
+    source: str
+
+    @classmethod
+    def current(cls, command: str, repeat: int) -> Setup:
+        return cls(command, repeat, machine(), versions(), source_version())
+
+
+def section(rows: Sequence[Row], titles: dict[str, tuple[str, str]], setup: Setup, plot: str) -> str:
     """Return the whole section, markers included.
 
     ``titles`` maps a workload's name to its title and a sentence on what it runs.
@@ -133,13 +149,13 @@ def section(rows: Sequence[Row], titles: dict[str, tuple[str, str]], command: st
         START,
         "## syncagg side by side with its peers",
         "",
-        f"Command: `{command}`",
+        f"Command: `{setup.command}`",
         "",
-        f"Machine: {machine()}. The machine is shared and noisy, so only ratios measured in one run mean much.",
+        f"Machine: {setup.machine}. The machine is shared and noisy, so only ratios measured in one run mean much.",
         "",
-        f"Versions: {versions()}; syncagg at {source_version()}.",
+        f"Versions: {setup.versions}; syncagg at {setup.source}.",
         "",
-        method(repeat),
+        method(setup.repeat),
         "",
         "### Targets",
         "",
