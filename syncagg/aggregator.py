@@ -26,7 +26,8 @@ from syncagg.executors import ExecutorSource, FutureSource, Threads
 from syncagg.hooks import check_hook
 from syncagg.memory import MemoryBudget, PeakMemory, format_bytes, parse_memory
 from syncagg.names import qualified_name
-from syncagg.outputs.base import Output, from_path, partial_path
+from syncagg.outputs.base import Output, from_path
+from syncagg.outputs.tables import table_encoder
 from syncagg.outputs.writer import OutputWriter
 from syncagg.pipeline import Pipeline, split_counts
 from syncagg.pool import WorkerPool, check_picklable
@@ -79,8 +80,10 @@ class Aggregator:
         What to do with each successful result: ``Collect``, ``Combine``,
         ``Merge``, ``Reduce`` or ``Stream``.
     outputs : sequence of Output or path, default ()
-        Files that receive one row per successful job. A path picks the
-        format from its suffix (``.jsonl``, ``.csv``, ``.parquet``).
+        Files that receive one row per successful job, or each row of a
+        ``pyarrow.RecordBatch`` or ``Table`` that a job returns. A path
+        picks the format from its suffix (``.jsonl``, ``.json``, ``.csv``,
+        ``.parquet``, ``.arrow``, or a plugin's; see ``docs/outputs.md``).
     checkpoint : path, optional
         SQLite file that records progress. Running the same configuration
         again resumes from it; a finished run is not repeated.
@@ -145,6 +148,13 @@ class Aggregator:
         Where results that a pipeline stage rejected are written, with the
         job id, key, stage and reason: JSON Lines unless the suffix is
         ``.csv`` or ``.parquet``. Without it, the summary keeps the first 100.
+        Rows that an output with ``invalid="dead_letter"`` rejects go there
+        too, with the stage ``"output PATH"``.
+    encode_in_workers : bool, default False
+        When a job returns a ``pyarrow.RecordBatch`` or ``Table``, encode it
+        for the JSON Lines, JSON and CSV outputs in the worker, so the
+        parent only appends the bytes. Costs worker time for every such
+        output, and pays when the parent is the bottleneck.
     on_result, on_error : callable, optional
         ``hook(JobResult)``, called in the collector thread for each
         successful or failed result that passed the pipeline. A hook that
@@ -176,6 +186,7 @@ class Aggregator:
         dead_letters: Output | str | os.PathLike[str] | None = None,
         on_result: Callable[[JobResult], Any] | None = None,
         on_error: Callable[[JobResult], Any] | None = None,
+        encode_in_workers: bool = False,
     ) -> None:
         self.strategy = strategy if strategy is not None else Collect()
         if not isinstance(self.strategy, Strategy):
@@ -228,6 +239,8 @@ class Aggregator:
         check_settings(self.strategy, self.pipeline, self.outputs, self.on_result)
         if self.dead_letters is not None:
             _check_distinct([*self.outputs, self.dead_letters])
+        _check_dead_letter_outputs(self.outputs, self.dead_letters)
+        self.encode_in_workers = bool(encode_in_workers)
 
         region = self.ring_size // self.workers
         if self.threads is None and self.executor is None and region < _MiB:
@@ -320,6 +333,8 @@ class Aggregator:
 
     def _source(self, user_fn: Callable[[Any], Any]) -> Source:
         fn = worker_function(user_fn, self.pipeline)
+        if self.encode_in_workers:
+            fn = table_encoder(fn, self.outputs)
         combiner = worker_combiner(self.strategy)
         if self.threads is not None:
             return ExecutorSource.threads(self.threads, fn, combiner)
@@ -398,6 +413,9 @@ class Aggregator:
                 dead_letters=dead_letters[0] if dead_letters else None,
                 listeners=Listeners(self.on_result, self.on_error, extras.stream),
             )
+            collector.encoded_in_workers = self.encode_in_workers
+            for writer in writers if dead_letters else ():
+                writer.send_rejects_to(dead_letters[0])
             loop = RunLoop(
                 source, dispatcher, collector, checkpoint, state,
                 self.checkpoint_seconds, self.checkpoint_results, memory, budget, extras.stop,
@@ -482,7 +500,7 @@ class Aggregator:
         try:
             for output in outputs:
                 position = state.outputs.get(str(output.path))
-                if state.status == "finishing" and _already_published(output):
+                if state.status == "finishing" and output.is_published():
                     continue
                 writer = OutputWriter(output, self.queue_size)
                 writers.append((writer, position is None))
@@ -554,11 +572,6 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _already_published(output: Output) -> bool:
-    partials = (partial_path(output.path), partial_path(output.path, ".parts"))
-    return output.path.exists() and not any(p.exists() for p in partials)
-
-
 def _describe_inputs(inputs: Iterable[Any]) -> str:
     """Describe the inputs for the fingerprint: a range in full, a sized collection by length."""
     if isinstance(inputs, range):
@@ -590,6 +603,17 @@ def _as_output(output: Output | str | os.PathLike[str]) -> Output:
     raise TypeError(
         f"outputs must contain syncagg outputs or paths, got {output!r} of type {type(output).__qualname__}"
     )
+
+
+def _check_dead_letter_outputs(outputs: list[Output], dead_letters: Output | None) -> None:
+    if dead_letters is not None:
+        return
+    for output in outputs:
+        if output.sends_dead_letters():
+            raise ValueError(
+                f"output {str(output.path)!r} sends rejected rows to the dead letters, but "
+                "there is no dead-letter output; pass Aggregator(dead_letters=PATH)"
+            )
 
 
 def _check_distinct(outputs: list[Output]) -> None:

@@ -26,6 +26,7 @@ from syncagg.errors import StrategyError
 from syncagg.folding import COMBINER_ERROR
 from syncagg.hooks import call_hook
 from syncagg.jobranges import JobRanges
+from syncagg.outputs.tables import split_rows, unwrap_encoded
 from syncagg.outputs.writer import OutputWriter
 from syncagg.pipeline import Pipeline, PipelineRun
 from syncagg.progress import Progress
@@ -108,6 +109,9 @@ class Collector:
         self.dead_letters: list[DeadLetter] = []
         self.listeners = listeners or Listeners()
         self._plain = pipeline is None and not self.listeners.active and not strategy.wants_skipped
+        # Set by Aggregator(encode_in_workers=True): values may be EncodedTable.
+        self.encoded_in_workers = False
+        self._payloads: dict[int, dict[str, Any]] = {}
         self._dead_letters_seen = 0
 
     @property
@@ -135,6 +139,9 @@ class Collector:
         """
         if batch.errors:
             self._check_combiner_errors(batch, segments)
+        if self.encoded_in_workers:
+            # Tables that workers encoded for the outputs reach the strategy unwrapped.
+            self._payloads = unwrap_encoded(batch.values)
         if self._plain:
             self._add_plain(batch, segments)
         else:
@@ -174,7 +181,7 @@ class Collector:
                 self._call_strategy(self.strategy.add_results, results)
             else:
                 self._call_strategy(self.strategy.add_values, values)
-            self._write(values)
+            self._write(values, _origin(self.key, batch, segments, ok))
 
     def _add_routed(self, batch: ResultBatch, segments: list[Segment]) -> None:
         jobs = _jobs(segments)
@@ -192,7 +199,7 @@ class Collector:
             pairs = zip(passed, values, strict=True)
             results = [self._result(batch, jobs, i, value) for i, value in pairs]
         self._apply_routed(batch, values, results, failed, rejected)
-        self._write(values)
+        self._write(values, _origin(self.key, batch, segments, passed))
 
         delivered = [result for result in failed if self._failed_passes(result)] + results
         delivered.sort(key=lambda result: result.job_id)
@@ -241,12 +248,16 @@ class Collector:
             error.add_note(f"Traceback in the worker:\n{trace}")
             raise error
 
-    def _write(self, values: list[Any]) -> None:
+    def _write(self, values: list[Any], origin: Callable[[int], tuple[int, str]]) -> None:
         if not self.writers or not values:
             return
-        rows = [value if isinstance(value, dict) else {"value": value} for value in values]
-        for writer in self.writers:
-            writer.put(rows)
+        for first, rows, table in split_rows(values):
+            for writer in self.writers:
+                if rows is not None:
+                    writer.put(rows, _shifted(origin, first))
+                else:
+                    encoded = self._payloads.get(id(table), {}).get(str(writer.output.path))
+                    writer.put_table(table, _fixed(origin, first), encoded)
 
     def _deliver(self, results: list[JobResult]) -> None:
         """Hand results to the hooks and the stream, in the order given."""
@@ -337,6 +348,35 @@ class Collector:
             finished=batch.finished[i],
             attempts=attempts,
         )
+
+
+def _origin(
+    key: Callable[[Any], str], batch: ResultBatch, segments: list[Segment], indexes: Sequence[int] | None
+) -> Callable[[int], tuple[int, str]]:
+    """Return a lookup from a value's index in ``indexes`` to its job id and key.
+
+    Writers call it only for rows they reject, so keys are computed only then.
+    """
+
+    jobs: list[tuple[Any, int]] = []
+
+    def lookup(index: int) -> tuple[int, str]:
+        position = index if indexes is None else indexes[index]
+        if not jobs:
+            jobs.extend(_jobs(segments))
+        item, _ = jobs[position]
+        return batch.job_ids[position], key(item)
+
+    return lookup
+
+
+def _shifted(origin: Callable[[int], tuple[int, str]], first: int) -> Callable[[int], tuple[int, str]]:
+    return origin if first == 0 else lambda index: origin(first + index)
+
+
+def _fixed(origin: Callable[[int], tuple[int, str]], index: int) -> Callable[[int], tuple[int, str]]:
+    # Every row of a table comes from the one job that returned the table.
+    return lambda _: origin(index)
 
 
 def _jobs(segments: list[Segment]) -> list[tuple[Any, int]]:

@@ -154,8 +154,13 @@ class RunLoop:
 
     def _complete(self) -> None:
         self._save("finishing")
-        for writer in self.collector.every_writer:
-            writer.finish()
+        # Every output is sealed before any is renamed, so an output that
+        # fails to seal leaves none of the run's files under a final name.
+        writers = self.collector.every_writer
+        for writer in writers:
+            writer.seal()
+        for writer in writers:
+            writer.publish()
         if self.checkpoint is not None:
             self.state.status = "finished"
             self.checkpoint.save(self.state)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import syncagg as sa
-from syncagg.outputs import Csv, JsonLines, Output, Parquet
+from syncagg.outputs import Csv, JsonLines, Output, Parquet, RowError
 from tests import jobs
 
 FORMATS = [
@@ -341,7 +341,8 @@ def test_csv_resume_keeps_one_header(tmp_path: Path) -> None:
 
 def test_csv_rejects_unknown_extra(tmp_path: Path) -> None:
     with pytest.raises(
-        ValueError, match=r"extra must be one of \('error', 'ignore'\), got 'drop'"
+        ValueError,
+        match=r"extra must be one of \('error', 'ignore', 'extend', 'dead_letter'\), got 'drop'",
     ):
         Csv(tmp_path / "rows.csv", extra="drop")
 
@@ -509,7 +510,9 @@ def test_parquet_mixed_types_in_batch(tmp_path: Path) -> None:
     output = Parquet(tmp_path / "rows.parquet")
     output.open(None)
 
-    with pytest.raises(ValueError, match=r"column 'b' .*str\(value\)"):
+    with pytest.raises(
+        RowError, match=r"column 'b': value 'x' \(str\) does not fit int64.*str\(value\)"
+    ):
         output.write([{"a": 1, "b": 1}, {"a": 2, "b": "x"}])
         output.commit()
     output.discard()
@@ -522,7 +525,7 @@ def test_parquet_mixed_types_across_commits(tmp_path: Path) -> None:
     output.commit()
 
     with pytest.raises(
-        ValueError, match=r"Field b has incompatible types.*str\(value\)"
+        RowError, match=r"column 'b': value 'x' \(str\) does not fit int64.*str\(value\)"
     ):
         output.write([{"b": "x"}])
         output.commit()
@@ -543,7 +546,7 @@ def test_parquet_declared_schema_extra_key(tmp_path: Path) -> None:
     output.open(None)
 
     with pytest.raises(
-        ValueError, match=r"keys \['z'\] outside the declared Parquet schema"
+        RowError, match=r"keys \['z'\] are not in the schema \(a\); add them"
     ):
         output.write([{"a": 1, "z": 2}])
         output.commit()
@@ -657,7 +660,9 @@ def test_jsonl_unencodable_value_raises(tmp_path: Path) -> None:
     output = JsonLines(tmp_path / "rows.jsonl")
     output.open(None)
 
-    with pytest.raises(TypeError, match="not JSON serializable: object"):
+    with pytest.raises(
+        RowError, match="column 'x': cannot encode a value of type object as JSON"
+    ):
         output.write([{"x": object()}])
     output.discard()
 
@@ -680,7 +685,8 @@ def test_aggregator_outputs_match_sequential(tmp_path: Path) -> None:
 def test_aggregator_unknown_suffix(tmp_path: Path) -> None:
     with pytest.raises(
         ValueError,
-        match=r"'\.txt'; use one of \.jsonl, \.ndjson, \.csv, \.parquet, \.pq",
+        match=r"'\.txt'; use one of \.jsonl, \.ndjson, \.json, \.csv, \.parquet, \.pq, "
+        r"\.arrow, \.feather",
     ):
         sa.Aggregator(outputs=[tmp_path / "rows.txt"], progress=False)
 

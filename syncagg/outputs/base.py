@@ -1,15 +1,30 @@
-"""The base class of output formats, and how a format is chosen from a path."""
+"""The base class of output formats, and the helpers that every format shares."""
 
 from __future__ import annotations
 
 import abc
 import base64
+import datetime
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["Output", "from_path", "json_default", "partial_path"]
+from syncagg.outputs.files import publish
+
+__all__ = [
+    "INVALID_POLICIES",
+    "Output",
+    "RejectedRow",
+    "RowError",
+    "from_path",
+    "json_default",
+    "partial_path",
+]
+
+INVALID_POLICIES = ("error", "dead_letter")
 
 
 def partial_path(path: Path, suffix: str = ".partial") -> Path:
@@ -27,34 +42,112 @@ def json_default(value: Any) -> Any:
         return list(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
         # orjson encodes only C-contiguous arrays of some dtypes itself, so
         # slices, transposes and object arrays arrive here.
         return value.tolist()
-    raise TypeError(f"cannot encode a value of type {type(value).__qualname__} as JSON")
+    raise TypeError(
+        f"cannot encode a value of type {type(value).__qualname__} as JSON; return "
+        "str, int, float, bool, None, dict, list, datetime, date, Decimal, bytes "
+        "or numpy values, or convert it with str(value) in the job function"
+    )
+
+
+class RowError(ValueError):
+    """A row that an output cannot store, with the reason."""
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row that an output rejected, and why.
+
+    Attributes
+    ----------
+    index : int
+        Position of the row in the rows or table of that ``write`` call.
+    row : dict
+        The row as the output received it.
+    reason : str
+        What does not fit, naming the column, the value and the expected type.
+    """
+
+    index: int
+    row: dict[str, Any]
+    reason: str
 
 
 class Output(abc.ABC):
     """A file that receives one row per successful job.
 
-    A row is the job's value when it is a mapping, and ``{"value": value}``
-    otherwise. Every method except the constructor runs in the output's
-    writer thread, so an implementation needs no locking.
+    A row is the job's value when it is a mapping, each row of the value
+    when it is a ``pyarrow.RecordBatch`` or ``pyarrow.Table``, and
+    ``{"value": value}`` otherwise. Every method except the constructor runs
+    in the output's writer thread, so an implementation needs no locking.
 
-    The lifecycle is ``open``, any number of ``write`` and ``commit`` calls,
-    then ``finish`` (the file appears under its final name), ``close`` (the
-    partial state stays for a resume) or ``discard`` (it is removed). A file
-    never appears under its final name before ``finish``.
+    The lifecycle is ``open``, any number of ``write`` (or ``write_table``)
+    and ``commit`` calls, then ``seal`` (the complete file is written under
+    its hidden name) and ``publish`` (it is renamed to its final name), or
+    ``close`` (the partial state stays for a resume) or ``discard`` (it is
+    removed). ``finish`` is ``seal`` followed by ``publish``. Unless
+    ``live`` is set, a file never appears under its final name before
+    ``publish``.
+
+    A subclass sets ``format`` (the name users pass), ``suffixes`` (file
+    suffixes that choose it, lower case, with the dot) and ``description``
+    (one line for ``syncagg formats``), and implements the abstract methods.
+    ``seal`` leaves the complete file at ``sealed_path``, which ``publish``
+    renames. ``syncagg/outputs/jsonlines.py`` is the shortest example.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Final file name.
+    live : bool, default False
+        Write under the final name from the start, so other programs can
+        follow the file while the run goes on. See each format for what a
+        crash leaves behind then.
+    invalid : {"error", "dead_letter"}, default "error"
+        What to do with a row that the format cannot store, such as a value
+        that does not fit the column's type: raise ``RowError`` (the run
+        stops with ``OutputError``), or send the row with the reason to the
+        run's dead-letter output (``Aggregator(dead_letters=...)``).
     """
 
     format: ClassVar[str]
-    suffixes: ClassVar[tuple[str, ...]]
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, live: bool = False, invalid: str = "error"
+    ) -> None:
+        if invalid not in INVALID_POLICIES:
+            raise ValueError(f"invalid must be one of {INVALID_POLICIES}, got {invalid!r}")
         self.path = Path(path)
+        self.live = bool(live)
+        self.invalid = invalid
+        self._rejected: list[RejectedRow] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
+
+    @property
+    def sealed_path(self) -> Path:
+        """Where ``seal`` leaves the complete file: the final name when ``live``."""
+        return self.path if self.live else partial_path(self.path)
+
+    def hidden_paths(self) -> list[Path]:
+        """Return the hidden files and folders this output may leave beside its path."""
+        return [partial_path(self.path)]
+
+    def is_published(self) -> bool:
+        """Whether an earlier run already renamed the complete file to its final name."""
+        if self.live:
+            # The final name exists from the start, so it proves nothing.
+            return False
+        hidden = any(path.exists() for path in self.hidden_paths())
+        return self.path.exists() and not hidden
 
     @abc.abstractmethod
     def open(self, position: Any | None) -> None:
@@ -66,7 +159,30 @@ class Output(abc.ABC):
 
     @abc.abstractmethod
     def write(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows. They may stay buffered until the next ``commit``."""
+        """Append rows. They may stay buffered until the next ``commit``.
+
+        A row that cannot be stored goes through ``reject``.
+        """
+
+    def write_table(self, table: Any) -> None:
+        """Append the rows of a ``pyarrow.Table`` or ``RecordBatch``.
+
+        The default converts the table to rows; columnar formats override it.
+        """
+        self.write(table.to_pylist())
+
+    def worker_encoder(self) -> Callable[[Any], Any] | None:
+        """Return a picklable function that encodes a table in a worker, or ``None``.
+
+        With ``Aggregator(encode_in_workers=True)``, a job that returns a
+        table runs this function on it in the worker, and the writer passes
+        the result to ``write_encoded`` along with the table.
+        """
+        return None
+
+    def write_encoded(self, table: Any, encoded: Any) -> None:
+        """Append a table that ``worker_encoder`` encoded; the default ignores ``encoded``."""
+        self.write_table(table)
 
     @abc.abstractmethod
     def commit(self) -> Any:
@@ -77,16 +193,53 @@ class Output(abc.ABC):
         """
 
     @abc.abstractmethod
+    def seal(self) -> None:
+        """Commit, close, and leave the complete file at ``sealed_path``.
+
+        After ``seal`` only ``publish``, ``close`` or ``discard`` follow.
+        Raises if the final name cannot receive the file (for example, it is
+        a folder), so that no output of the run is published.
+        """
+
+    def publish(self) -> None:
+        """Move the sealed file to its final name and remove the hidden files."""
+        if not self.live:
+            publish(self.sealed_path, self.path)
+
     def finish(self) -> None:
-        """Commit, close, and move the file to its final name."""
+        """Seal the file and publish it under its final name."""
+        self.seal()
+        self.publish()
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Release the file handles and keep the partial file for a resume."""
+        """Release the file handles and keep the partial file for a resume.
+
+        Never raises for a file that an earlier call left in a failed state.
+        """
 
     @abc.abstractmethod
     def discard(self) -> None:
-        """Close and remove the partial file; the final name is left untouched."""
+        """Close and remove the hidden files; the final name is left untouched."""
+
+    def reject(self, index: int, row: dict[str, Any], reason: str) -> None:
+        """Raise ``RowError`` for a row that cannot be stored, or keep it for the dead letters."""
+        if self.invalid == "error":
+            raise RowError(f"{self.format} output {str(self.path)!r} cannot store a row: {reason}")
+        self.keep_rejected(index, row, reason)
+
+    def sends_dead_letters(self) -> bool:
+        """Whether this output may reject rows into the run's dead-letter output."""
+        return self.invalid == "dead_letter"
+
+    def keep_rejected(self, index: int, row: dict[str, Any], reason: str) -> None:
+        """Keep a rejected row for the dead letters, whatever ``invalid`` says."""
+        self._rejected.append(RejectedRow(index, row, reason))
+
+    def take_rejected(self) -> list[RejectedRow]:
+        """Return the rows rejected since the last call and forget them."""
+        rejected, self._rejected = self._rejected, []
+        return rejected
 
     def settings(self) -> dict[str, Any]:
         """Return the settings that change the file's content, for the run's fingerprint."""
@@ -94,24 +247,28 @@ class Output(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """Return the format, path and settings of this output."""
-        return {"format": self.format, "path": str(self.path), **self.settings()}
+        described = {"format": self.format, "path": str(self.path), **self.settings()}
+        # Added only when set, so checkpoints of runs without them still match.
+        if self.live:
+            described["live"] = True
+        if self.invalid != "error":
+            described["invalid"] = self.invalid
+        return described
+
+    def check_target(self) -> None:
+        """Raise ``IsADirectoryError`` if the final name is a folder, before anything is published."""
+        if self.path.is_dir():
+            raise IsADirectoryError(
+                f"the output path {str(self.path)!r} is a folder; remove it or choose another path"
+            )
 
 
 def from_path(path: str | os.PathLike[str]) -> Output:
-    """Return the output whose format matches the suffix of ``path``."""
-    from syncagg.outputs.csvfile import Csv
-    from syncagg.outputs.jsonlines import JsonLines
-    from syncagg.outputs.parquet import Parquet
+    """Return the output whose format matches the suffix of ``path``.
 
-    formats: list[type[Output]] = [JsonLines, Csv, Parquet]
-    suffix = Path(path).suffix.lower()
-    for output_type in formats:
-        if suffix in output_type.suffixes:
-            return output_type(path)
+    Built-in formats and those of installed plugins (the ``syncagg.formats``
+    entry point group) take part; see ``syncagg.outputs.registry``.
+    """
+    from syncagg.outputs.registry import output_for_path
 
-    known = ", ".join(s for output_type in formats for s in output_type.suffixes)
-    raise ValueError(
-        f"cannot choose an output format for {os.fspath(path)!r} from its suffix "
-        f"{suffix!r}; use one of {known}, or pass an output object such as "
-        "syncagg.Parquet(path)"
-    )
+    return output_for_path(path)

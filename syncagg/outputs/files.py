@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 from syncagg.errors import CheckpointError
 
-__all__ = ["fsync_directory", "publish", "reopen_at"]
+__all__ = ["fsync_directory", "fsync_file", "publish", "reopen_at"]
 
 
 def fsync_directory(path: Path) -> None:
@@ -18,6 +18,12 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a closed file's data to disk."""
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
 
 
 def publish(source: Path, target: Path) -> None:

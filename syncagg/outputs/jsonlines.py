@@ -2,60 +2,75 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any
 
-import orjson
-
-from syncagg.outputs.base import Output, json_default, partial_path
-from syncagg.outputs.files import publish, reopen_at
+from syncagg.outputs.appendfile import AppendOutput
+from syncagg.outputs.jsontext import check_nan_policy, encode_rows, encode_table
 
 __all__ = ["JsonLines"]
 
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 
+class JsonLines(AppendOutput):
+    """Write one JSON object per line (``.jsonl``, ``.ndjson``), UTF-8, ``\\n`` line ends.
 
-class JsonLines(Output):
-    """Write one JSON object per line (``.jsonl``, ``.ndjson``).
-
-    NaN and infinity are written as ``null``, so every line is valid JSON.
-    ``Decimal`` is written as a string, ``bytes`` as base64 text.
+    Nested dicts and lists stay nested. ``datetime`` becomes RFC 3339 text
+    (with the offset when it has a time zone), ``date`` ``YYYY-MM-DD``,
+    ``Decimal`` a string with its exact digits, ``bytes`` base64 text and
+    numpy values their Python equivalents. A value of another type is a
+    rejected row (see ``invalid``).
 
     Parameters
     ----------
     path : str or os.PathLike
-        Final file name. While the run is going the data is in a hidden
+        Final file name. While the run goes on the data is in a hidden
         ``.<name>.partial`` file beside it.
+    nan : {"null", "string"}, default "null"
+        How NaN and infinity are written: ``null``, or the strings
+        ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``. Either way each line
+        is valid JSON.
+    live : bool, default False
+        Append to the final name from the start. After a crash the file
+        holds the rows up to the crash, and a resume cuts it back to the
+        last checkpoint.
+    invalid : {"error", "dead_letter"}, default "error"
+        What to do with a row that cannot be encoded (see ``Output``).
     """
 
     format = "jsonl"
     suffixes = (".jsonl", ".ndjson")
+    description = "JSON Lines: one JSON object per line"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        nan: str = "null",
+        *,
+        live: bool = False,
+        invalid: str = "error",
+    ) -> None:
+        super().__init__(path, live=live, invalid=invalid)
+        self.nan = check_nan_policy(nan)
+
+    def settings(self) -> dict[str, Any]:
+        # Added only when set, so checkpoints of earlier runs still match.
+        return {} if self.nan == "null" else {"nan": self.nan}
 
     def open(self, position: Any | None) -> None:
-        self._partial = partial_path(self.path)
-        self._file: BinaryIO
-        if position is None:
-            self._file = open(self._partial, "wb")  # noqa: SIM115
-        else:
-            self._file = reopen_at(self._partial, int(position))
+        self._open_file(None if position is None else int(position))
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        dumps = orjson.dumps
-        self._file.write(b"".join([dumps(row, default=json_default, option=_OPTIONS) for row in rows]))
+        encoded = encode_rows(rows, self.nan, self.reject)
+        if encoded:
+            self._append(b"\n".join(encoded) + b"\n")
 
-    def commit(self) -> int:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        return self._file.tell()
+    def worker_encoder(self) -> Callable[[Any], Any] | None:
+        return functools.partial(encode_table, nan=self.nan, separator=b"\n")
 
-    def finish(self) -> None:
-        self.commit()
-        self._file.close()
-        publish(self._partial, self.path)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def discard(self) -> None:
-        self._file.close()
-        self._partial.unlink(missing_ok=True)
+    def write_encoded(self, table: Any, encoded: Any) -> None:
+        if encoded is None:
+            self.write_table(table)
+        else:
+            self._append(encoded)

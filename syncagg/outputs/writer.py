@@ -1,10 +1,16 @@
 """One writer thread per output, fed through a bounded queue.
 
-The collector thread puts batches of rows on the queue and goes on; it waits
-only when the queue is full, and that wait is counted in ``stall_seconds``.
-A failure in the writer thread is stored and raised as ``OutputError`` on the
-collector's next call, so it reaches the caller of ``Aggregator.run``. After
-a failure the thread keeps draining the queue so that no put can block on it.
+The collector thread puts batches of rows (or tables) on the queue and goes
+on; it waits only when the queue is full, and that wait is counted in
+``stall_seconds``. A failure in the writer thread is stored and raised as
+``OutputError`` on the collector's next call, so it reaches the caller of
+``Aggregator.run``. After a failure the thread keeps draining the queue so
+that no put can block on it.
+
+Rows that the output rejects (see ``Output.reject``) become dead letters,
+which the writer thread puts on the dead-letter writer's queue before it
+answers the next commit. A checkpoint commits the dead-letter writer last,
+so it stores every dead letter of the rows it covers.
 """
 
 from __future__ import annotations
@@ -13,36 +19,56 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from syncagg import deadletters
 from syncagg.errors import CheckpointError, OutputError
-from syncagg.outputs.base import Output
+from syncagg.outputs.base import Output, RejectedRow
 
-__all__ = ["OutputWriter"]
+__all__ = ["Origin", "OutputWriter"]
 
 logger = logging.getLogger("syncagg.outputs")
 
+# Maps the index of a row in one put to the id and key of the job it came from.
+Origin = Callable[[int], tuple[int, str]]
+
 _Request = tuple[str, Any, "Future[Any] | None"]
+
+# Rejected rows logged one by one at WARNING per output; later ones at DEBUG.
+_REJECTS_LOGGED = 10
+_VALUE_TEXT_LIMIT = 1000
 
 
 class _State:
     """What the thread shares with its owner; holds no reference to the owner."""
 
-    def __init__(self) -> None:
+    def __init__(self, output: Output) -> None:
+        self.output = output
         self.error: BaseException | None = None
         self.opened = False
         self.rows = 0
+        self.rejected = 0
+        self.dead_letters: OutputWriter | None = None
 
 
 class OutputWriter:
-    """Run one ``Output`` in a named daemon thread behind a bounded queue."""
+    """Run one ``Output`` in a named daemon thread behind a bounded queue.
+
+    Parameters
+    ----------
+    output : Output
+        The format and path to write.
+    queue_size : int
+        Puts that wait in the queue before ``put`` blocks.
+    """
 
     def __init__(self, output: Output, queue_size: int) -> None:
         self.output = output
         self.stall_seconds = 0.0
         self._requests: queue.Queue[_Request] = queue.Queue(maxsize=queue_size)
-        self._state = _State()
+        self._state = _State(output)
         self._thread = threading.Thread(
             target=_serve,
             args=(output, self._requests, self._state),
@@ -54,8 +80,17 @@ class OutputWriter:
 
     @property
     def rows(self) -> int:
-        """Rows the thread has written so far."""
+        """Rows the thread has passed to the output so far, rejected ones included."""
         return self._state.rows
+
+    @property
+    def rejected(self) -> int:
+        """Rows the output has rejected so far."""
+        return self._state.rejected
+
+    def send_rejects_to(self, dead_letters: OutputWriter) -> None:
+        """Put the rows this output rejects on ``dead_letters`` as ``DeadLetter`` rows."""
+        self._state.dead_letters = dead_letters
 
     def open(self, position: Any | None) -> None:
         """Open the file in the writer thread; on failure end the thread and raise."""
@@ -67,10 +102,21 @@ class OutputWriter:
             self.stop(discard=False)
             raise
 
-    def put(self, rows: list[dict[str, Any]]) -> None:
+    def put(self, rows: list[dict[str, Any]], origin: Origin | None = None) -> None:
         """Queue rows; blocks only while the queue is full."""
+        self._put(("rows", (rows, origin), None))
+
+    def put_table(self, table: Any, origin: Origin | None = None, encoded: Any = None) -> None:
+        """Queue the rows of a pyarrow table, with what a worker encoded for this output."""
+        self._put(("table", (table, origin, encoded), None))
+
+    def put_from_thread(self, rows: list[dict[str, Any]]) -> None:
+        """Queue rows from another writer thread, without counting stall time."""
         self._raise_if_failed()
-        request: _Request = ("rows", rows, None)
+        self._requests.put(("rows", (rows, None), None))
+
+    def _put(self, request: _Request) -> None:
+        self._raise_if_failed()
         try:
             self._requests.put_nowait(request)
         except queue.Full:
@@ -82,9 +128,18 @@ class OutputWriter:
         """Wait until every queued row is durable; return the output's position."""
         return self._call("commit", None)
 
+    def seal(self) -> None:
+        """Wait until the complete file is written under its hidden name."""
+        self._call("seal", None)
+
+    def publish(self) -> None:
+        """Wait until the sealed file has its final name."""
+        self._call("publish", None)
+
     def finish(self) -> None:
-        """Wait until the file is complete under its final name."""
-        self._call("finish", None)
+        """Seal and publish: wait until the file is complete under its final name."""
+        self.seal()
+        self.publish()
 
     def stop(self, discard: bool) -> None:
         """End the thread; with ``discard`` remove the partial file. Idempotent."""
@@ -138,20 +193,71 @@ def _serve(output: Output, requests: queue.Queue[_Request], state: _State) -> No
 
 def _handle(output: Output, state: _State, kind: str, payload: Any) -> Any:
     if kind == "rows":
-        output.write(payload)
-        state.rows += len(payload)
+        rows, origin = payload
+        output.write(rows)
+        state.rows += len(rows)
+        _forward_rejected(state, origin)
+        return None
+    if kind == "table":
+        table, origin, encoded = payload
+        if encoded is None:
+            output.write_table(table)
+        else:
+            output.write_encoded(table, encoded)
+        state.rows += table.num_rows
+        _forward_rejected(state, origin)
         return None
     if kind == "open":
         output.open(payload)
         state.opened = True
         return None
     if kind == "commit":
-        return output.commit()
-    if kind == "finish":
-        output.finish()
+        position = output.commit()
+        _forward_rejected(state, None)
+        return position
+    if kind == "seal":
+        output.seal()
+        _forward_rejected(state, None)
+        return None
+    if kind == "publish":
+        output.publish()
         state.opened = False
         return None
     raise AssertionError(f"unknown writer request {kind!r}")
+
+
+def _forward_rejected(state: _State, origin: Origin | None) -> None:
+    """Turn the rows the output rejected into dead letters on the dead-letter writer."""
+    rejected = state.output.take_rejected()
+    if not rejected:
+        return
+    if state.dead_letters is None:
+        raise ValueError(
+            f"{len(rejected)} rows were rejected with invalid='dead_letter', but the run has "
+            f"no dead-letter output; pass Aggregator(dead_letters=PATH). First reason: "
+            f"{rejected[0].reason}"
+        )
+    letters = [_dead_letter(state, row, origin) for row in rejected]
+    state.dead_letters.put_from_thread([letter.to_row() for letter in letters])
+
+
+def _dead_letter(state: _State, rejected: RejectedRow, origin: Origin | None) -> deadletters.DeadLetter:
+    state.rejected += 1
+    job_id, key = origin(rejected.index) if origin is not None else (-1, "")
+    text = repr(rejected.row)
+    path = str(state.output.path)
+    level = logging.WARNING if state.rejected <= _REJECTS_LOGGED else logging.DEBUG
+    logger.log(level, "output %s rejected the row of job %d (%s): %s", path, job_id, key, rejected.reason)
+    if state.rejected == _REJECTS_LOGGED:
+        logger.warning("logging further rows that %s rejects at DEBUG only", path)
+    return deadletters.DeadLetter(
+        job_id=job_id,
+        key=key,
+        stage=f"output {path}",
+        stage_index=-1,
+        reason=rejected.reason,
+        value=text if len(text) <= _VALUE_TEXT_LIMIT else text[: _VALUE_TEXT_LIMIT - 3] + "...",
+    )
 
 
 def _stop(output: Output, state: _State, discard: bool) -> None:
