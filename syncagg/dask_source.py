@@ -39,6 +39,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +52,6 @@ from syncagg.transport import ResultBatch
 __all__ = ["DaskSource", "cluster_threads", "dask_client", "run_marked"]
 
 logger = logging.getLogger("syncagg.dask")
-
-# No job has this id, so passing it as the running job charges no job.
-_NO_JOB = -1
-
 
 def dask_client(executor: Any) -> Any | None:
     """Return the ``distributed.Client`` behind ``executor``, or ``None`` for any other executor."""
@@ -175,9 +172,11 @@ class DaskSource(Source):
             raise TypeError(
                 f"DaskSource needs a distributed.Client or its get_executor(), got {executor!r}"
             )
-        # The keyword arguments given to client.get_executor(), such as
-        # workers= or resources=; ClientExecutor keeps them in _kwargs.
-        options = dict(getattr(executor, "_kwargs", {}))
+        options: dict[str, Any] = {}
+        if executor is not client:
+            # The keyword arguments given to client.get_executor(), such as
+            # workers= or resources=, which ClientExecutor keeps in _kwargs.
+            options = dict(getattr(executor, "_kwargs", {}))
         return cls(client, fn, slots, options, combiner)
 
     def dispatch(self, dispatcher: Dispatcher, sink: Sink) -> None:
@@ -193,6 +192,7 @@ class DaskSource(Source):
                 part = _Part(slot, chunk.job_ids[start:stop])
                 items = chunk.items[start:stop]
                 part.marked = len(part.job_ids) == 1 and part.job_ids[0] in self._groups
+                arguments: tuple[Any, ...]
                 if part.marked:
                     arguments = (run_marked, self._fn, part.job_ids, items, self._combiner, self._topic)
                 else:
@@ -231,15 +231,28 @@ class DaskSource(Source):
             part = self._futures.pop(future, None)
             if part is None:
                 continue  # a task of a chunk that _lost dropped
-            try:
-                # Fetches the result from the worker; waits while Dask
-                # computes it again if that worker died after finishing it.
-                part.batch = future.result()
-            except BaseException as exc:  # noqa: BLE001 - becomes failed or retried jobs
-                part.error = exc
+            self._take_outcome(future, part)
             slots.add(part.slot)
         for slot in slots:
             self._deliver(slot, dispatcher, sink)
+
+    def _take_outcome(self, future: Any, part: _Part) -> None:
+        """Store a finished task's batch or error in its part."""
+        # Reading an erred task's exception, not calling result(): in
+        # distributed 2026.8, result() never returns when the task raised a
+        # BaseException that is not an Exception, such as a user's own.
+        error = future.exception() if future.status == "error" else None
+        if error is None and future.cancelled():
+            error = CancelledError(f"Dask cancelled the task {future.key}")
+        if error is not None:
+            part.error = error
+            return
+        try:
+            # Fetches the result from the worker; waits while Dask computes
+            # it again if that worker died after finishing it.
+            part.batch = future.result()
+        except BaseException as exc:  # noqa: BLE001 - becomes failed or retried jobs
+            part.error = exc
 
     def _deliver(self, slot: int, dispatcher: Dispatcher, sink: Sink) -> None:
         """Report the finished tasks at the front of a slot, in the order its jobs were sent."""
@@ -266,20 +279,20 @@ class DaskSource(Source):
         self._cancel(dropped)
         self._parts[part.slot].clear()
 
-        killed = _is_killed_worker(error)
-        running: int | None
-        if not killed:
+        # The chunk's earlier tasks were delivered, so its jobs without a
+        # result are this task's, then those of the dropped tasks.
+        running: int | None = None
+        started: int | None = None
+        if not _is_killed_worker(error):
             # Not a lost worker (a task cancelled by someone else, a lost
-            # scheduler): charge the task's job, or every job of the chunk
-            # as ExecutorSource does.
-            running = part.job_ids[0] if len(part.job_ids) == 1 else None
+            # scheduler): charge this task's jobs, not the dropped ones.
+            started = part.job_ids[-1]
         elif part.marked and part.key in self._started():
             running = part.job_ids[0]
         else:
             # The task may only have waited on the lost worker, so no job is
             # charged. Each half runs as a task of its own, down to single
             # jobs that run marked, so a job that kills every worker ends.
-            running = _NO_JOB
             middle = max(1, len(part.job_ids) // 2)
             for half in (part.job_ids[:middle], part.job_ids[middle:]):
                 group = next(self._group_numbers)
@@ -292,7 +305,7 @@ class DaskSource(Source):
             "a Dask task of %d jobs (%d to %d) on slot %d failed: worker %d %s",
             len(part.job_ids), part.job_ids[0], part.job_ids[-1], part.slot, pid, cause,
         )
-        failures = dispatcher.worker_died(part.slot, pid, running, cause)
+        failures = dispatcher.worker_died(part.slot, pid, running, cause, started=started)
         for failure in failures:
             self._groups.pop(failure.job_id, None)
         sink.add_failures(failures)

@@ -115,3 +115,14 @@ class SquareSumAndPids(Combiner):
 
     def extract(self, accumulator: tuple[int, frozenset[int]]) -> tuple[int, frozenset[int]]:
         return accumulator
+
+
+class EscapingError(BaseException):
+    """A ``BaseException`` that ``run_chunk`` lets through, so the executor's whole task fails."""
+
+
+def escape_on_5(x: int) -> dict[str, int]:
+    """Return ``square(x)``, but raise ``EscapingError`` on input 5."""
+    if x == 5:
+        raise EscapingError(f"{x} escapes run_chunk")
+    return square(x)

@@ -277,7 +277,22 @@ def test_killer_job_fails_alone(tmp_path: Path, client: distributed.Client, retr
     assert _parquet_rows(tmp_path / "dask" / "rows.parquet") == [(x, x * x) for x in expected_xs]
 
 
+def test_task_error_charges_its_jobs(client: distributed.Client) -> None:
+    # One job per chunk, so the task that raises contains job 5 alone.
+    aggregator = sa.Aggregator(strategy=sa.Collect(), executor=client, chunksize=1, retries=1, progress=False)
+    summary = aggregator.run(jobs.escape_on_5, range(20))
+
+    assert summary.counts["ok"] == 19
+    assert [f.job_id for f in summary.failures] == [5]
+    failure = summary.failures[0]
+    assert failure.error is not None
+    assert failure.error.type == "syncagg.WorkerDied"
+    assert "raised EscapingError: 5 escapes run_chunk" in failure.error.message
+    assert failure.attempts == 2
+
+
 def test_lost_worker_retried(tmp_path: Path, client: distributed.Client) -> None:
+    client.wait_for_workers(2, timeout=60)
     victim = next(iter(client.run(os.getpid).values()))
     collected = 0
 
