@@ -2,8 +2,9 @@
 
 Worker processes run a function over many inputs; results travel through a
 bounded shared-memory ring to a collector thread that applies a strategy,
-feeds writer threads for JSON Lines, CSV and Parquet files, and records
-checkpoints in SQLite so a killed run resumes with every result exactly once.
+feeds writer threads for JSON, JSON Lines, CSV, Parquet and Arrow IPC
+files, and records checkpoints in SQLite so a killed run resumes with every
+result exactly once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Aggregator": "syncagg.aggregator",
     "ArraySum": "syncagg.combiners",
+    "ArrowIpc": "syncagg.outputs.arrowipc",
     "CheckpointError": "syncagg.errors",
     "CheckpointMismatchError": "syncagg.errors",
     "Collect": "syncagg.strategies",
@@ -35,6 +37,7 @@ _EXPORTS = {
     "InputError": "syncagg.errors",
     "JobError": "syncagg.records",
     "JobResult": "syncagg.records",
+    "Json": "syncagg.outputs.jsonarray",
     "JsonLines": "syncagg.outputs.jsonlines",
     "Max": "syncagg.combiners",
     "Mean": "syncagg.combiners",
@@ -46,7 +49,9 @@ _EXPORTS = {
     "Parquet": "syncagg.outputs.parquet",
     "Pipeline": "syncagg.pipeline",
     "Reduce": "syncagg.strategies",
+    "RejectedRow": "syncagg.outputs.base",
     "ResultStream": "syncagg.streaming",
+    "RowError": "syncagg.outputs.base",
     "RunSummary": "syncagg.summary",
     "Schema": "syncagg.schema",
     "StageCounts": "syncagg.pipeline",
@@ -60,6 +65,8 @@ _EXPORTS = {
     "TopK": "syncagg.combiners",
     "WorkerStartError": "syncagg.errors",
     "aiter_results": "syncagg.aio",
+    "available_formats": "syncagg.outputs.registry",
+    "register_format": "syncagg.outputs.registry",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -94,10 +101,13 @@ if TYPE_CHECKING:
         WorkerStartError,
     )
     from syncagg.memory import MemoryLimitError
-    from syncagg.outputs.base import Output
+    from syncagg.outputs.arrowipc import ArrowIpc
+    from syncagg.outputs.base import Output, RejectedRow, RowError
     from syncagg.outputs.csvfile import Csv
+    from syncagg.outputs.jsonarray import Json
     from syncagg.outputs.jsonlines import JsonLines
     from syncagg.outputs.parquet import Parquet
+    from syncagg.outputs.registry import available_formats, register_format
     from syncagg.pipeline import Pipeline, StageCounts
     from syncagg.records import JobError, JobResult, Status
     from syncagg.schema import Field, Schema

@@ -30,10 +30,13 @@ from syncagg.cli_inspect import describe_checkpoint, format_report
 from syncagg.cli_strategies import STRATEGY_FORMS, Aggregation, parse_strategy
 from syncagg.errors import CheckpointMismatchError, SyncaggError
 from syncagg.memory import format_bytes, parse_memory
+from syncagg.outputs.arrowipc import ArrowIpc
 from syncagg.outputs.base import Output, from_path, json_default
 from syncagg.outputs.csvfile import Csv
+from syncagg.outputs.jsonarray import Json
 from syncagg.outputs.jsonlines import JsonLines
 from syncagg.outputs.parquet import Parquet
+from syncagg.outputs.registry import available_formats
 from syncagg.summary import RunSummary
 
 __all__ = ["main"]
@@ -45,10 +48,11 @@ EXIT_RUN_ERROR = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
+# The built-in output formats; plugins of the syncagg.formats entry point
+# group are looked up when the command runs (see _output_formats).
 OUTPUT_FORMATS: dict[str, tuple[type[Output], str]] = {
-    JsonLines.format: (JsonLines, "JSON Lines: one JSON object per line"),
-    Csv.format: (Csv, "comma-separated values with a header row"),
-    Parquet.format: (Parquet, "Apache Parquet: one file with one schema"),
+    output_type.format: (output_type, output_type.description)
+    for output_type in (JsonLines, Json, Csv, Parquet, ArrowIpc)
 }
 
 _FAILURES_SHOWN = 5
@@ -363,10 +367,16 @@ def _defined_functions(module: Any) -> list[str]:
     )
 
 
+def _output_formats() -> dict[str, tuple[type[Output], str]]:
+    """Return the built-in formats and those of installed plugins, by name."""
+    return {name: (output_type, output_type.description) for name, output_type in available_formats().items()}
+
+
 def _outputs(paths: list[str], format_name: str | None) -> list[Output]:
-    if format_name is not None and format_name not in OUTPUT_FORMATS:
+    formats = _output_formats()
+    if format_name is not None and format_name not in formats:
         raise UsageError(
-            f"unknown output format {format_name!r}; use one of {', '.join(OUTPUT_FORMATS)}"
+            f"unknown output format {format_name!r}; use one of {', '.join(formats)}"
         )
     if format_name is not None and not paths:
         raise UsageError(
@@ -377,19 +387,19 @@ def _outputs(paths: list[str], format_name: str | None) -> list[Output]:
     for path in paths:
         _check_folder(Path(path), "--output")
         if format_name is not None:
-            outputs.append(OUTPUT_FORMATS[format_name][0](path))
+            outputs.append(formats[format_name][0](path))
             continue
         try:
             outputs.append(from_path(path))
         except ValueError:
             suffixes = " ".join(
                 s
-                for output_type, _ in OUTPUT_FORMATS.values()
+                for output_type, _ in formats.values()
                 for s in output_type.suffixes
             )
             raise UsageError(
                 f"cannot tell the format of output {path!r} from its suffix; name it with one of "
-                f"{suffixes}, or pass --format with one of {', '.join(OUTPUT_FORMATS)}"
+                f"{suffixes}, or pass --format with one of {', '.join(formats)}"
             ) from None
     return outputs
 
@@ -479,7 +489,7 @@ def _inspect(arguments: argparse.Namespace) -> int:
 
 def _formats(arguments: argparse.Namespace) -> int:
     print("output formats (--output picks one by the suffix, --format NAME sets it):")
-    for name, (output_type, text) in OUTPUT_FORMATS.items():
+    for name, (output_type, text) in _output_formats().items():
         print(f"  {name:<8} {' '.join(output_type.suffixes):<18} {text}")
     print("input formats (INPUT picks one by the suffix, --input-format NAME sets it):")
     for name, (suffixes, text) in INPUT_FORMATS.items():

@@ -110,6 +110,7 @@ class TableConverter:
         if self.declared is not None or self._fixed:
             if any(self.schema.get_field_index(name) < 0 for name in table.column_names):
                 raise _Misfit()
+            _check_declared_time_zones(table.schema, self.schema)
             return conform(table, self.schema)
         wider = unify([self.schema, table.schema])
         result = conform(table, wider)
@@ -213,6 +214,18 @@ def _check_time_zones(table: pa.Table, rows: list[dict[str, Any]]) -> None:
             value = row.get(field.name)
             if isinstance(value, datetime.datetime) and (value.tzinfo is not None) != aware:
                 raise _Misfit()
+
+
+def _check_declared_time_zones(inferred: pa.Schema, target: pa.Schema) -> None:
+    """Raise ``_Misfit`` where naive datetimes meet a column with a time zone, or the reverse.
+
+    A cast between them would assume UTC silently.
+    """
+    for field in inferred:
+        expected = target.field(field.name).type
+        both = pa.types.is_timestamp(field.type) and pa.types.is_timestamp(expected)
+        if both and (field.type.tz is None) != (expected.tz is None):
+            raise _Misfit()
 
 
 def _column_problem(value: Any, expected: pa.DataType | None, widen: bool) -> str | None:
