@@ -67,6 +67,7 @@ _EXPORTS = {
     "aiter_results": "syncagg.aio",
     "available_formats": "syncagg.outputs.registry",
     "register_format": "syncagg.outputs.registry",
+    "shared_array": "syncagg.sharedarray",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -111,6 +112,7 @@ if TYPE_CHECKING:
     from syncagg.pipeline import Pipeline, StageCounts
     from syncagg.records import JobError, JobResult, Status
     from syncagg.schema import Field, Schema
+    from syncagg.sharedarray import shared_array
     from syncagg.strategies import Collect, Combine, Merge, Reduce, Strategy, Stream
     from syncagg.streaming import ResultStream
     from syncagg.summary import RunSummary

@@ -9,6 +9,7 @@ worker wrote after that point is ever read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import pickle
@@ -31,8 +32,8 @@ from syncagg.segments import (
     remove_segments,
     unlink_segment,
 )
-from syncagg.transport import ResultBatch, decode_message
-from syncagg.worker import WorkerSpec, worker_main
+from syncagg.transport import ResultBatch, decode_message, refers_to_ring
+from syncagg.worker import SPACE_MESSAGE, WorkerSpec, worker_main
 
 __all__ = ["Slot", "WorkerPool"]
 
@@ -69,12 +70,14 @@ class WorkerPool:
         self._fn = fn
         self._combiner = combiner
         self._context = context or multiprocessing.get_context()
-        self._region_bytes = region_bytes
+        # A multiple of 64, so that every region's data area, and the arrays
+        # that shared_array places on 64-byte boundaries in it, are aligned.
+        self._region_bytes = region_bytes - region_bytes % 64
         self._batch_bytes = batch_bytes
         self._batch_latency = batch_latency
         self.prefix = new_run_prefix()
 
-        size = workers * (HEADER_SIZE + region_bytes)
+        size = workers * (HEADER_SIZE + self._region_bytes)
         check_shm_space(size)
         self._segment = create_segment(f"{self.prefix}ring", size)
         self.slots: list[Slot] = []
@@ -134,19 +137,27 @@ class WorkerPool:
         if kind == "ring":
             _, start, end, _count = descriptor
             with slot.ring.view(start, end) as view:
-                batch = decode_message(view)
-            slot.ring.release_to(end)
+                batch = _decode(view, slot)
+            self._release(slot, end)
             return batch  # type: ignore[no-any-return]
 
-        _, name, size, _count = descriptor
+        _, name, size, _count, release = descriptor
         segment = attach_segment(name)
         try:
             with segment.buf[:size] as view:
-                batch = decode_message(view)
+                batch = _decode(view, slot)
         finally:
             segment.close()
             segment.unlink()
+        if release:
+            # The arrays in the ring that the segment's message referred to.
+            self._release(slot, release)
         return batch  # type: ignore[no-any-return]
+
+    def _release(self, slot: Slot, end: int) -> None:
+        slot.ring.release_to(end)
+        if slot.ring.worker_waits():
+            _wake(slot)
 
     def check_start(self, slot: Slot) -> None:
         """Raise ``WorkerStartError`` if the slot's worker exited by itself before it was ready.
@@ -177,10 +188,9 @@ class WorkerPool:
         self._closed = True
 
         for slot in self.slots:
-            try:
+            # A worker that is already gone cannot take the stop message.
+            with contextlib.suppress(OSError):
                 slot.tasks.send(None)
-            except OSError:
-                pass
         for slot in self.slots:
             self._stop(slot)
 
@@ -217,11 +227,28 @@ class WorkerPool:
         slot.ring.release()
 
 
+def _decode(view: memoryview, slot: Slot) -> Any:
+    # The ring reader is passed only when the message needs it, so that a
+    # wrapper of decode_message that takes the view alone keeps working.
+    if refers_to_ring(view):
+        return decode_message(view, slot.ring.view)
+    return decode_message(view)
+
+
+def _wake(slot: Slot) -> None:
+    """Tell a worker that waits for ring space that the space is free."""
+    try:
+        slot.tasks.send(SPACE_MESSAGE)
+    except OSError:
+        # The worker is gone; its sentinel reports it.
+        return
+
+
 def check_picklable(fn: Callable[[Any], Any]) -> None:
     """Raise ``TypeError`` if ``fn`` cannot be sent to a worker process."""
     try:
         pickle.dumps(fn)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any pickling error means the same to the caller
         raise TypeError(
             f"fn={fn!r} cannot be pickled ({exc}); worker processes import it by "
             "module and name, so pass a function defined at the top level of a "

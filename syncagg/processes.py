@@ -131,7 +131,7 @@ class ProcessSource(Source):
     def _send(self, slot: Slot, chunk: Chunk, dispatcher: Dispatcher, sink: Sink) -> None:
         try:
             payload = pickle.dumps(chunk.message(), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
+        except Exception:  # noqa: BLE001 - find the inputs that do not pickle
             chunk = _drop_unpicklable(chunk, dispatcher, sink)
             if not chunk.items:
                 return
@@ -155,10 +155,10 @@ def _drop_unpicklable(chunk: Chunk, dispatcher: Dispatcher, sink: Sink) -> Chunk
     """Fail the inputs that cannot be pickled and return a chunk of the rest."""
     kept = Chunk([], [], [])
     failed = []
-    for job_id, item, attempts in zip(chunk.job_ids, chunk.items, chunk.attempts):
+    for job_id, item, attempts in zip(chunk.job_ids, chunk.items, chunk.attempts, strict=True):
         try:
             pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the input fails its job, whatever the error
             failed.append(_unpicklable(job_id, dispatcher.key(item), item, attempts + 1, exc))
             continue
         assert isinstance(kept.job_ids, list)

@@ -6,10 +6,12 @@ nothing held. Byte layout of region ``i``, which starts at
 ``i * (HEADER_SIZE + capacity)``::
 
     +0     u64 head      bytes the parent has released; written by the parent only
-    +64    u64 running   id + 1 of the job the worker is running, 0 when idle;
-                         written by the worker only
-    +72    u64 started   id + 1 of the last job the worker started, 0 before
+    +64    u64 started   id + 1 of the last job the worker started, 0 before
                          its first; written by the worker only
+    +72    u64 busy      1 while the worker runs jobs, 0 while it is idle or
+                         writes a batch; written by the worker only
+    +80    u64 wanted    1 + the head the worker waits for while the region
+                         is full, else 0; written by the worker only
     +128   data          ``capacity`` bytes of messages
 
 Positions are absolute byte counts that only grow, so ``tail - head`` is
@@ -19,10 +21,20 @@ area, and the skipped bytes are released together with the message. The
 fields sit on separate 64-byte lines so the two processes do not contend
 for one cache line.
 
-Before each job the worker stores ``running`` and ``started`` with one
-``struct`` call, and when it runs out of jobs or writes a batch it clears
-``running`` alone. After a worker dies, the two fields tell which of its jobs
-had started: the running one, or every job up to the last started one.
+Before each job the worker stores the job's id in ``started``, one native
+8-byte store. ``busy`` changes only when a run of jobs starts or stops, so
+the running job is ``started`` while ``busy`` is 1. After a worker dies the
+two fields tell which of its jobs had started: the running one, or every job
+up to the last started one.
+
+A worker that finds its region full publishes ``wanted`` and waits on an
+event; after each release the parent reads ``wanted`` and, once the head has
+reached it, sends the worker a message that sets the event. The worker's
+store to ``wanted`` and its load of the head can be reordered by the
+processor (x86 allows a store to pass a later load), and so can the parent's
+store to the head and its load of ``wanted``; both can then miss each other.
+The worker therefore waits with a timeout that doubles up to ``_MAX_SLEEP``
+and checks the head again, so a missed wake-up costs latency only.
 
 The tail lives in the worker's memory only. The parent learns where a
 message lies from the descriptor that the worker sends after writing it, so
@@ -31,23 +43,28 @@ a message that a dying worker half wrote is never read.
 
 from __future__ import annotations
 
+import ctypes
 import struct
+import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["HEADER_SIZE", "JOB_OFFSET", "RingReader", "RingWriter", "region_offset"]
+__all__ = ["HEADER_SIZE", "RingReader", "RingWriter", "region_offset"]
 
 HEADER_SIZE = 128
 _HEAD = 0
-# ``running`` and ``started`` are adjacent so one pack_into stores both.
-JOB_OFFSET = 64
-_RUNNING = JOB_OFFSET
-_STARTED = JOB_OFFSET + 8
+_STARTED = 64
+_BUSY = 72
+_WANTED = 80
 _U64 = struct.Struct("<Q")
-_JOB = struct.Struct("<QQ")
+_JOBS = struct.Struct("<QQ")
 
-# A full ring is polled with a sleep that doubles up to this bound, so a
-# blocked worker wakes at most a few hundred times a second.
+# Arrays allocated in a region start on this boundary (relative to the data
+# area, which the pool places on it too).
+_ALIGN = 64
+
+# A worker waiting for space checks the head again after a timeout that
+# doubles up to this bound, in case it missed the parent's wake-up.
 _MAX_SLEEP = 0.005
 
 
@@ -59,28 +76,49 @@ def region_offset(index: int, capacity: int) -> int:
 class RingWriter:
     """The worker's end of one region: reserves space and writes messages."""
 
-    def __init__(self, buffer: memoryview, index: int, capacity: int, start: int) -> None:
+    def __init__(
+        self,
+        buffer: memoryview,
+        index: int,
+        capacity: int,
+        start: int,
+        space: threading.Event | None = None,
+    ) -> None:
         base = region_offset(index, capacity)
         self._header = buffer[base : base + HEADER_SIZE]
         self._data = buffer[base + HEADER_SIZE : base + HEADER_SIZE + capacity]
         self.capacity = capacity
         self.tail = start
         self.stall_seconds = 0.0
-        # For the worker's hot loop: publish_job(header, JOB_OFFSET, job_id + 1,
-        # job_id + 1) does what set_running(job_id) does, without a method call.
-        self.header = self._header
-        self.publish_job = _JOB.pack_into
+        # Set by the worker's task reader when the parent reports released
+        # space; without it a full region is polled with sleeps.
+        self._space = space
+        # Native u64 views: ``jobs[0] = job_id + 1`` is the hot loop's whole
+        # publication, one aligned 8-byte store.
+        self.jobs = self._header[_STARTED:_WANTED].cast("Q")
+        self._wanted = self._header[_WANTED : _WANTED + 8].cast("Q")
+        # Every byte before ``sent`` belongs to a message the parent was told
+        # about, so the parent frees it in time. Bytes from ``sent`` to the
+        # tail are arrays allocated for a batch not sent yet.
+        self.sent = start
+        # The address of the data area, to find which buffers lie in it.
+        self.address = ctypes.addressof(ctypes.c_char.from_buffer(self._data))
 
     def set_running(self, job_id: int | None) -> None:
-        """Publish the job the worker is about to run, or clear ``running`` with ``None``.
+        """Publish the job the worker is about to run, or mark it idle with ``None``.
 
         ``None`` leaves ``started`` as it is, so the parent still learns
         which jobs had started if the worker dies while idle.
         """
         if job_id is None:
-            _U64.pack_into(self._header, _RUNNING, 0)
+            self.jobs[1] = 0
         else:
-            _JOB.pack_into(self._header, JOB_OFFSET, job_id + 1, job_id + 1)
+            self.jobs[0] = job_id + 1
+            self.jobs[1] = 1
+
+    def set_busy(self) -> None:
+        """Mark the start of a run of jobs, each published by ``jobs[0] = job_id + 1``."""
+        self.jobs[1] = 1
 
     def reserve(self, size: int, alive: Callable[[], bool]) -> tuple[int, memoryview]:
         """Wait for ``size`` contiguous bytes; return their position and a view.
@@ -105,6 +143,43 @@ class RingWriter:
         """Advance the tail past a message that has been written."""
         self.tail = end
 
+    def fits(self, size: int) -> bool:
+        """Return whether ``size`` bytes at the tail fit once the parent frees every sent message.
+
+        Bytes of unsent arrays (from ``sent`` to the tail) stay in use until a
+        message that refers to them is sent, so a reservation that needs them
+        would wait forever.
+        """
+        return self._fits(self.tail, size)
+
+    def _fits(self, tail: int, size: int) -> bool:
+        if size > self.capacity:
+            return False
+        if self.sent == tail:
+            # Once the parent frees everything the whole area is free (see _has_space).
+            return True
+        offset = tail % self.capacity
+        start = tail if offset + size <= self.capacity else tail + self.capacity - offset
+        return start + size - self.sent <= self.capacity
+
+    def allocate(self, size: int, alive: Callable[[], bool]) -> tuple[int, memoryview] | None:
+        """Reserve ``size`` bytes on a 64-byte boundary for an array, before the next message.
+
+        Returns the absolute position and a writable view, or ``None`` when
+        the bytes would not fit beside the arrays not sent yet. The bytes
+        skipped to reach the boundary are freed with the next message, like
+        those skipped at the end of the area.
+        """
+        # Bytes skipped for alignment are unsent bytes too, so _fits judges
+        # the aligned tail.
+        tail = -(-self.tail // _ALIGN) * _ALIGN
+        if not self._fits(tail, size):
+            return None
+        self.tail = tail
+        start, view = self.reserve(size, alive)
+        self.commit(start + size)
+        return start, view
+
     def _has_space(self, end: int) -> bool:
         # Bytes skipped before a wrapped message were never written. Once the
         # parent has released every message (head == tail), the whole area is
@@ -119,12 +194,23 @@ class RingWriter:
             return
 
         began = time.perf_counter()
-        sleep = 0.0001
+        # The head at which the message fits: ``end - capacity`` frees enough
+        # bytes, and ``tail`` drains the region (see _has_space).
+        wanted = min(end - self.capacity, self.tail)
+        timeout = 0.0001
         while not self._has_space(end):
             if not alive():
                 raise ConnectionError("the parent process is gone")
-            time.sleep(sleep)
-            sleep = min(sleep * 2, _MAX_SLEEP)
+            if self._space is None:
+                time.sleep(timeout)
+            else:
+                self._space.clear()
+                self._wanted[0] = wanted + 1
+                if self._has_space(end):
+                    break
+                self._space.wait(timeout)
+            timeout = min(timeout * 2, _MAX_SLEEP)
+        self._wanted[0] = 0
         self.stall_seconds += time.perf_counter() - began
 
     def _head(self) -> int:
@@ -133,6 +219,8 @@ class RingWriter:
 
     def release(self) -> None:
         """Drop the views into the segment so it can be closed."""
+        self.jobs.release()
+        self._wanted.release()
         self._header.release()
         self._data.release()
 
@@ -154,17 +242,23 @@ class RingReader:
 
     def running_job(self) -> int | None:
         """Return the id of the job the worker is running, or ``None`` when it is idle."""
-        value: int = _U64.unpack_from(self._header, _RUNNING)[0]
-        return None if value == 0 else value - 1
+        started, busy = _JOBS.unpack_from(self._header, _STARTED)
+        return started - 1 if busy and started else None
 
     def started_job(self) -> int | None:
         """Return the id of the last job the worker started, or ``None`` before its first."""
-        value: int = _U64.unpack_from(self._header, _STARTED)[0]
-        return None if value == 0 else value - 1
+        started: int = _U64.unpack_from(self._header, _STARTED)[0]
+        return None if started == 0 else started - 1
 
     def clear_jobs(self) -> None:
-        """Reset the running and started jobs before a replacement worker takes the region."""
-        _JOB.pack_into(self._header, JOB_OFFSET, 0, 0)
+        """Reset the started job and the busy flag before a replacement worker takes the region."""
+        _JOBS.pack_into(self._header, _STARTED, 0, 0)
+        _U64.pack_into(self._header, _WANTED, 0)
+
+    def worker_waits(self) -> bool:
+        """Return whether the worker waits for space that the released bytes now provide."""
+        wanted: int = _U64.unpack_from(self._header, _WANTED)[0]
+        return wanted != 0 and self.head + 1 >= wanted
 
     def view(self, start: int, end: int) -> memoryview:
         """Return a view of the message stored at absolute ``start`` to ``end``."""

@@ -7,21 +7,27 @@ buffers and ``memoryview`` values (through a reducer in this module) stay out
 of band. Each such buffer is copied once into the ring and once out of it
 into its own ``bytearray``, never through a pipe. ``bytes`` and
 ``bytearray`` values travel inside the pickle stream, because pickle has no
-out-of-band form for them.
+out-of-band form for them. An array that the job function allocated in the
+ring with ``syncagg.shared_array`` is not copied into the message: the
+message refers to it by its position in the region, before the message.
 
 Message layout in the ring, all integers little-endian::
 
     +0     u32 k          number of out-of-band buffers
     +4     u32 reserved
     +8     u64 p          payload length
-    +16    k x u64        buffer lengths
+    +16    k x 2 u64      buffer lengths, and 1 + the absolute ring position
+                          of each buffer that lies in the ring region (else 0)
     ...    payload        the pickle stream, p bytes
-    ...    buffers        each starting on a 64-byte boundary
+    ...    buffers        the buffers not in the region, each starting on a
+                          64-byte boundary
 
 After writing a message the worker sends a small descriptor on its own
 result pipe: ``("ring", start, end, count)``, or ``("segment", name, size,
-count)`` for a message larger than the whole region, which travels in a
-segment of its own that the parent unlinks after reading.
+count, release)`` for a message that cannot wait for ring space, which
+travels in a segment of its own that the parent unlinks after reading.
+``release`` is the ring position to free after it (0 for none): the end of
+the arrays in the region that the message refers to.
 """
 
 from __future__ import annotations
@@ -30,14 +36,14 @@ import copyreg
 import io
 import pickle
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ResultBatch", "decode_message", "encode_message", "estimate_size"]
+__all__ = ["ResultBatch", "decode_message", "encode_message", "estimate_size", "refers_to_ring"]
 
 _HEAD = struct.Struct("<IIQ")
-_LENGTH = struct.Struct("<Q")
+_BUFFER = struct.Struct("<QQ")
 _ALIGN = 64
 
 
@@ -46,7 +52,10 @@ class ResultBatch:
     """Results of consecutive jobs from one worker, stored as columns.
 
     Column storage keeps pickling cheap: a list of floats or ints pickles far
-    faster than the same values spread over one object per result.
+    faster than the same values spread over one object per result. Worker
+    processes send the time columns as ``array.array("d")``, which pickles
+    and unpickles as one memory copy and frees no float objects one by one;
+    other sources use lists.
     ``errors`` maps an index in the columns to ``(type, message, traceback)``
     of a failed job, whose value is ``None``. ``partials`` contains one
     accumulator when the worker folded the batch's values itself
@@ -57,8 +66,8 @@ class ResultBatch:
     worker_pid: int
     job_ids: list[int] = field(default_factory=list)
     values: list[Any] = field(default_factory=list)
-    started: list[float] = field(default_factory=list)
-    finished: list[float] = field(default_factory=list)
+    started: MutableSequence[float] = field(default_factory=list)
+    finished: MutableSequence[float] = field(default_factory=list)
     errors: dict[int, tuple[str, str, str]] = field(default_factory=dict)
     partials: list[Any] = field(default_factory=list)
 
@@ -88,35 +97,50 @@ def _aligned(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
+# Returns the absolute ring position of a buffer that lies in the ring
+# region, or None for a buffer that must be copied into the message.
+RingLocator = Callable[[memoryview], "int | None"]
+
+
 class EncodedMessage:
     """A pickled object and its out-of-band buffers, ready to copy into memory."""
 
-    def __init__(self, obj: Any) -> None:
+    def __init__(self, obj: Any, locate: RingLocator | None = None) -> None:
         self.buffers: list[memoryview] = []
+        # 1 + the ring position of each buffer, 0 for one copied into the message.
+        self._positions: list[int] = []
+        self._locate = locate
         self.payload = _dumps(obj, self._keep)
 
-        header = _HEAD.size + _LENGTH.size * len(self.buffers)
+        header = _HEAD.size + _BUFFER.size * len(self.buffers)
         self._payload_at = header
         end = header + len(self.payload)
         self._buffer_at = []
-        for buffer in self.buffers:
+        for buffer, position in zip(self.buffers, self._positions, strict=True):
+            if position:
+                self._buffer_at.append(0)
+                continue
             end = _aligned(end)
             self._buffer_at.append(end)
             end += buffer.nbytes
         self.size = end
 
     def _keep(self, buffer: pickle.PickleBuffer) -> None:
-        self.buffers.append(buffer.raw())
+        raw = buffer.raw()
+        position = None if self._locate is None else self._locate(raw)
+        self.buffers.append(raw)
+        self._positions.append(0 if position is None else position + 1)
 
     def write_into(self, target: memoryview) -> None:
         """Copy the message into ``target``, which holds at least ``size`` bytes."""
         _HEAD.pack_into(target, 0, len(self.buffers), 0, len(self.payload))
-        for i, buffer in enumerate(self.buffers):
-            _LENGTH.pack_into(target, _HEAD.size + i * _LENGTH.size, buffer.nbytes)
+        for i, (buffer, position) in enumerate(zip(self.buffers, self._positions, strict=True)):
+            _BUFFER.pack_into(target, _HEAD.size + i * _BUFFER.size, buffer.nbytes, position)
 
         target[self._payload_at : self._payload_at + len(self.payload)] = self.payload
-        for at, buffer in zip(self._buffer_at, self.buffers):
-            target[at : at + buffer.nbytes] = buffer
+        for at, buffer, position in zip(self._buffer_at, self.buffers, self._positions, strict=True):
+            if not position:
+                target[at : at + buffer.nbytes] = buffer
 
     def release(self) -> None:
         """Drop the references to the pickled object's buffers."""
@@ -167,25 +191,43 @@ def _rebuild_memoryview(data: Any, item_format: str, shape: tuple[int, ...], rea
     return rebuilt
 
 
-def encode_message(obj: Any) -> EncodedMessage:
-    """Pickle ``obj`` with protocol 5, keeping large buffers out of band."""
-    return EncodedMessage(obj)
+def encode_message(obj: Any, locate: RingLocator | None = None) -> EncodedMessage:
+    """Pickle ``obj`` with protocol 5, keeping large buffers out of band.
+
+    ``locate`` finds the buffers that already lie in the ring region, which
+    the message then refers to instead of copying them.
+    """
+    return EncodedMessage(obj, locate)
 
 
-def decode_message(source: memoryview) -> Any:
+def refers_to_ring(source: memoryview) -> bool:
+    """Return whether a message refers to buffers in the ring region by position."""
+    count = _HEAD.unpack_from(source, 0)[0]
+    return any(_BUFFER.unpack_from(source, _HEAD.size + i * _BUFFER.size)[1] for i in range(count))
+
+
+def decode_message(source: memoryview, ring: Callable[[int, int], memoryview] | None = None) -> Any:
     """Unpickle a message from shared memory.
 
     The pickle stream is read in place; each out-of-band buffer is copied
     once into its own ``bytearray``, so the object owns no shared memory and
-    the region can be released as soon as this returns.
+    the region can be released as soon as this returns. ``ring(start, end)``
+    returns a view of the ring region, for buffers that the message refers to
+    by position; it is required when the message has such buffers.
     """
     count, _, payload_length = _HEAD.unpack_from(source, 0)
-    lengths = [_LENGTH.unpack_from(source, _HEAD.size + i * _LENGTH.size)[0] for i in range(count)]
+    table = [_BUFFER.unpack_from(source, _HEAD.size + i * _BUFFER.size) for i in range(count)]
 
-    payload_at = _HEAD.size + _LENGTH.size * count
+    payload_at = _HEAD.size + _BUFFER.size * count
     end = payload_at + payload_length
     buffers = []
-    for length in lengths:
+    for length, position in table:
+        if position:
+            if ring is None:
+                raise ValueError("the message refers to ring memory, but no ring was given to read it")
+            with ring(position - 1, position - 1 + length) as view:
+                buffers.append(bytearray(view))
+            continue
         end = _aligned(end)
         buffers.append(bytearray(source[end : end + length]))
         end += length

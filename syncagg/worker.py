@@ -10,26 +10,42 @@ writer killed while holding it would block every other worker forever.
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import math
 import os
 import queue
 import signal
 import threading
 import time
 import traceback
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from syncagg import sharedarray
 from syncagg.combiners import Combiner
 from syncagg.folding import BatchFolder
-from syncagg.ring import JOB_OFFSET, RingWriter
+from syncagg.ring import RingWriter
 from syncagg.segments import attach_segment, create_segment
-from syncagg.transport import ResultBatch, encode_message, estimate_size
+from syncagg.transport import (
+    EncodedMessage,
+    ResultBatch,
+    RingLocator,
+    encode_message,
+    estimate_size,
+)
 
-__all__ = ["WorkerSpec", "worker_main"]
+__all__ = ["SPACE_MESSAGE", "WorkerSpec", "worker_main"]
+
+logger = logging.getLogger("syncagg.worker")
 
 _PARENT_GONE_EXIT = 70
+
+# Sent on the task pipe when the parent released space that the worker waits for.
+SPACE_MESSAGE = "space"
 
 # Job ids (a range for fresh inputs) and the inputs, in the same order.
 _Chunk = tuple[range | list[int], list[Any]]
@@ -63,16 +79,18 @@ def worker_main(spec: WorkerSpec) -> None:
         return os.getppid() == parent
 
     segment = attach_segment(spec.ring_name)
-    ring = RingWriter(segment.buf, spec.slot, spec.capacity, spec.start)
+    space = threading.Event()
+    ring = RingWriter(segment.buf, spec.slot, spec.capacity, spec.start, space)
     sender = BatchSender(ring, spec, alive)
     tasks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
     reader = threading.Thread(
         target=_read_tasks,
-        args=(spec.tasks, tasks, alive),
+        args=(spec.tasks, tasks, space, alive),
         name="syncagg-task-reader",
         daemon=True,
     )
     reader.start()
+    sharedarray.install(sender.allocate)
     spec.results.send(("ready", os.getpid()))
 
     try:
@@ -80,17 +98,25 @@ def worker_main(spec: WorkerSpec) -> None:
     except ConnectionError:
         os._exit(_PARENT_GONE_EXIT)
     finally:
+        sharedarray.install(None)
         ring.release()
-        segment.close()
+        try:
+            segment.close()
+        except BufferError:
+            # An array from shared_array that the job function kept still
+            # maps the segment; the process exits next, which unmaps it.
+            logger.debug("ring segment still mapped by an array at exit")
 
 
 def _read_tasks(
     conn: Connection,
     tasks: queue.SimpleQueue[_Chunk | None],
+    space: threading.Event,
     alive: Callable[[], bool],
 ) -> None:
     # Draining the pipe in a thread means the parent's send never waits on a
-    # worker that is busy or blocked on a full ring.
+    # worker that is busy or blocked on a full ring. SPACE_MESSAGE wakes a
+    # main thread that waits for ring space.
     while True:
         try:
             if not conn.poll(0.5):
@@ -101,6 +127,9 @@ def _read_tasks(
         except (EOFError, OSError):
             os._exit(_PARENT_GONE_EXIT)
 
+        if message == SPACE_MESSAGE:
+            space.set()
+            continue
         tasks.put(message)
         if message is None:
             return
@@ -131,52 +160,53 @@ def _run_jobs(
 
 
 def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender: BatchSender) -> None:
-    # The hot loop of a worker. It inlines BatchSender.add for successful
-    # jobs and keeps the batch's columns in local names, which makes it
-    # about twice as fast; the columns are bound again after each flush.
+    # The hot loop of a worker. Per job it publishes the job id (one 8-byte
+    # store), calls fn, reads the clock once, because a job starts when the
+    # one before it finished, and appends to three columns held in local
+    # names. The job ids enter the batch as slices of the chunk's ids, and
+    # BatchSender.check sizes the batch only when the clock passes
+    # ``next_check``, which it sets well before the batch can be full or old.
+    job_ids, items = chunk
     clock = time.time
-    publish = ring.publish_job
-    header = ring.header
-    latency = sender.latency
-    limit = sender.batch_bytes
-    batch = sender.batch
-    ids, values, starts, ends = batch.job_ids, batch.values, batch.started, batch.finished
+    jobs = ring.jobs
+    # The chunk's job at position ``first + i`` has the value at index
+    # ``base + i`` of the batch; the ids before ``first`` are in the batch.
+    first = 0
+    ring.set_busy()
+    started = clock()
+    batch, base, next_check = sender.open(started)
+    values, errors = batch.values, batch.errors
+    add_value, add_start, add_end = values.append, batch.started.append, batch.finished.append
 
-    for job_id, item in zip(*chunk):
-        publish(header, JOB_OFFSET, job_id + 1, job_id + 1)
-        started = clock()
+    for job_id, item in zip(job_ids, items, strict=True):
+        jobs[0] = job_id + 1
         try:
             value = fn(item)
-        except (Exception, SystemExit) as exc:
-            error = (_type_name(exc), str(exc), traceback.format_exc())
-            sender.add(job_id, None, started, clock(), error)
-            batch = sender.batch
-            ids, values, starts, ends = batch.job_ids, batch.values, batch.started, batch.finished
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the job fails, the worker goes on
+            value = None
+            errors[len(values)] = (_type_name(exc), str(exc), traceback.format_exc())
+        finished = clock()
+        add_value(value)
+        add_start(started)
+        add_end(finished)
+        started = finished
+        if finished < next_check:
             continue
 
-        finished = clock()
-        if not ids:
-            sender.opened = started
-            sender.sampled = 0
-        ids.append(job_id)
-        values.append(value)
-        starts.append(started)
-        ends.append(finished)
+        position = first + len(values) - base
+        sender.add_ids(job_ids[first:position])
+        first, base = position, len(values)
+        next_check = sender.check(finished)
+        if sender.batch is not batch:
+            # Flushed: the next job opens a new batch, after the time the write took.
+            ring.set_busy()
+            started = clock()
+            batch, base, next_check = sender.open(started)
+            values, errors = batch.values, batch.errors
+            add_value, add_start, add_end = values.append, batch.started.append, batch.finished.append
 
-        # Sizing every value would cost more than the rest of this loop, so
-        # one value in _SAMPLE_EVERY is sized and stands for those after it.
-        size = _SIZES.get(type(value), 0)
-        if not size:
-            if not sender.sampled:
-                sender.estimate = estimate_size(value)
-            sender.sampled = (sender.sampled + 1) % _SAMPLE_EVERY
-            size = sender.estimate
-        sender.size += size
-
-        if sender.size >= limit or finished - sender.opened >= latency or finished - started >= latency:
-            sender.flush()
-            batch = sender.batch
-            ids, values, starts, ends = batch.job_ids, batch.values, batch.started, batch.finished
+    sender.add_ids(job_ids[first : first + len(values) - base])
+    sender.next_check = next_check
 
 
 def _fold_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender: BatchSender) -> None:
@@ -192,11 +222,13 @@ def _fold_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sende
         sender.add(job_id, value, started, time.time(), error)
 
 
-_SAMPLE_EVERY = 16
-
 # Estimated encoded sizes of common result types, so that most values are
 # not inspected one by one.
 _SIZES: dict[type, int] = {int: 16, float: 16, bool: 8, type(None): 4}
+
+
+def _estimate(value: Any) -> int:
+    return _SIZES.get(type(value)) or estimate_size(value)
 
 
 def _type_name(exc: BaseException) -> str:
@@ -218,14 +250,56 @@ class BatchSender:
         self._prefix = f"{spec.segment_prefix}w{os.getpid()}-"
         self._segments = 0
         self.folder = None if spec.combiner is None else BatchFolder(spec.combiner)
+        # (position, bytes, address) of each array that allocate reserved for
+        # the pending batch; only the thread that runs jobs may allocate.
+        self._arrays: list[tuple[int, int, int]] = []
+        self._thread = threading.get_ident()
         self._new_batch()
 
     def _new_batch(self) -> None:
         self.batch = ResultBatch(os.getpid())
-        self.size = 0
-        self.opened = 0.0
-        self.sampled = 0
-        self.estimate = 0
+        self.size = 0  # estimated encoded bytes of the values sized so far
+        self.checked = 0  # values sized so far
+        # Sizing a value costs as much as the rest of the hot loop, so only
+        # the last value before each check is sized, and stands for the
+        # values since the check before. The first value is sized at once.
+        self.next_check = -math.inf
+        self.deadline = math.inf  # when the batch is older than the latency bound
+
+    def open(self, started: float) -> tuple[ResultBatch, int, float]:
+        """Start the batch's clock if it is empty; return it, its length and the next check time."""
+        batch = self.batch
+        if not batch.values:
+            self.deadline = started + self.latency
+        return batch, len(batch.values), self.next_check
+
+    def add_ids(self, ids: range | list[int]) -> None:
+        """Append the ids of the jobs whose values were appended since the last call."""
+        self.batch.job_ids.extend(ids)
+
+    def check(self, now: float) -> float:
+        """Size the values added since the last check and flush a full or old batch.
+
+        Returns the time of the next check: the estimated time until the
+        batch is full, but no more than the batch's age, because the first
+        jobs' times predict the rate poorly, and no less than an eighth of
+        it, so a batch may pass ``batch_bytes`` by about that share. No
+        check comes later than the batch's deadline.
+        """
+        values = self.batch.values
+        added = len(values) - self.checked
+        estimate = _estimate(values[-1]) if values else 1
+        self.size += added * estimate
+        self.checked = len(values)
+        # A job slower than the latency bound passes the deadline on its own,
+        # so its result goes out now instead of waiting for the next one.
+        if self.size >= self.batch_bytes or now >= self.deadline:
+            self.flush()
+            return self.next_check
+
+        age = now - (self.deadline - self.latency)
+        seconds_to_full = (self.batch_bytes - self.size) / max(estimate, 1) * age / self.checked
+        return min(self.deadline, now + min(age, max(seconds_to_full, age / 8)))
 
     def add(
         self,
@@ -236,27 +310,16 @@ class BatchSender:
         error: tuple[str, str, str] | None,
     ) -> None:
         """Add one result; flush if the batch is full, old, or the job was slow."""
-        batch = self.batch
-        if not batch.job_ids:
-            self.opened = started
+        batch, _, _ = self.open(started)
         if error is None and self.folder is not None:
             value, error = self.folder.add(value)
         if error is not None:
-            batch.errors[len(batch.job_ids)] = error
+            batch.errors[len(batch.values)] = error
         batch.job_ids.append(job_id)
         batch.values.append(value)
         batch.started.append(started)
         batch.finished.append(finished)
-        self.size += estimate_size(value)
-
-        # A job slower than the latency bound means the next one is likely
-        # slow too, so its result goes out now instead of waiting for it.
-        if (
-            self.size >= self.batch_bytes
-            or finished - self.opened >= self.latency
-            or finished - started >= self.latency
-        ):
-            self.flush()
+        self.next_check = self.check(finished)
 
     def flush(self) -> None:
         """Write the pending batch into the ring and send its descriptor."""
@@ -270,24 +333,32 @@ class BatchSender:
         if self.folder is not None:
             batch.partials = self.folder.take()
         self._new_batch()
+        # Arrays pickle as one copy each and spare the parent one float per entry.
+        batch.started = array("d", batch.started)
+        batch.finished = array("d", batch.finished)
 
-        message = _encode_batch(batch)
+        ring = self._ring
+        message = _encode_batch(batch, self._locate if self._arrays else None)
+        self._arrays.clear()
         try:
-            if message.size > self._ring.capacity:
+            if not ring.fits(message.size):
                 self._send_in_segment(message, len(batch))
                 return
-            start, target = self._ring.reserve(message.size, self._alive)
+            start, target = ring.reserve(message.size, self._alive)
             with target:
                 message.write_into(target)
             end = start + message.size
-            self._ring.commit(end)
+            ring.commit(end)
+            ring.sent = end
             self._conn.send(("ring", start, end, len(batch)))
         finally:
             message.release()
 
     def _send_in_segment(self, message: Any, count: int) -> None:
-        # Larger than the whole region: a segment of its own, which the parent
-        # unlinks after reading, so it never waits for ring space that cannot exist.
+        # Larger than the whole region, or than what the arrays it refers to
+        # leave free: a segment of its own, which the parent unlinks after
+        # reading, so it never waits for ring space that cannot exist. The
+        # parent frees the arrays' bytes up to ``release`` after reading it.
         name = f"{self._prefix}{self._segments}"
         self._segments += 1
         segment = create_segment(name, message.size)
@@ -296,13 +367,45 @@ class BatchSender:
                 message.write_into(target)
         finally:
             segment.close()
-        self._conn.send(("segment", name, message.size, count))
+        ring = self._ring
+        release = 0 if ring.sent == ring.tail else ring.tail
+        ring.sent = ring.tail
+        self._conn.send(("segment", name, message.size, count, release))
+
+    def allocate(self, nbytes: int) -> memoryview | None:
+        """Reserve ring bytes for an array the running job returns; ``None`` if they do not fit.
+
+        The array's bytes lie before the message of the batch that carries
+        it, and the parent frees them with that message. Folding workers get
+        ``None``, because an accumulator may keep a value after the message
+        frees its bytes.
+        """
+        if self.folder is not None or threading.get_ident() != self._thread:
+            return None
+        reserved = self._ring.allocate(nbytes, self._alive)
+        if reserved is None:
+            return None
+        position, view = reserved
+        self._arrays.append((position, nbytes, self._ring.address + position % self._ring.capacity))
+        return view
+
+    def _locate(self, buffer: memoryview) -> int | None:
+        """Return the ring position of a buffer inside an array from ``allocate``, else ``None``."""
+        try:
+            address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        except (TypeError, ValueError):
+            # Read-only or empty: not a view that allocate handed out as is.
+            return None
+        for position, nbytes, base in self._arrays:
+            if base <= address and address + buffer.nbytes <= base + nbytes:
+                return position + address - base
+        return None
 
 
-def _encode_batch(batch: ResultBatch) -> Any:
+def _encode_batch(batch: ResultBatch, locate: RingLocator | None) -> EncodedMessage:
     try:
-        return encode_message(batch)
-    except Exception:
+        return encode_message(batch, locate)
+    except Exception:  # noqa: BLE001 - any pickling error: find the values that caused it
         pass
 
     # Some value does not pickle: fail just those jobs and keep the rest.
@@ -312,7 +415,7 @@ def _encode_batch(batch: ResultBatch) -> Any:
         try:
             # The same pickler as for the batch, so a value it accepts passes here.
             encode_message(value).release()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the value fails its job, whatever the error
             batch.values[i] = None
             batch.errors[i] = (
                 "syncagg.UnpicklableResult",
@@ -320,4 +423,4 @@ def _encode_batch(batch: ResultBatch) -> Any:
                 "return plain data (dicts, lists, numbers, strings, numpy arrays)",
                 "",
             )
-    return encode_message(batch)
+    return encode_message(batch, locate)

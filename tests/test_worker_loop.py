@@ -1,0 +1,103 @@
+"""The worker's hot loop in this process: ids, values, errors and times stay aligned across flushes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+from typing import Any
+
+import pytest
+
+from syncagg.ring import HEADER_SIZE, RingReader, RingWriter
+from syncagg.segments import create_segment, new_run_prefix
+from syncagg.transport import ResultBatch, decode_message
+from syncagg.worker import BatchSender, _run_chunk
+
+CAPACITY = 256 * 1024
+
+
+def _alive() -> bool:
+    return True
+
+
+def _row_or_fail(x: int) -> dict[str, int]:
+    if x % 7 == 3:
+        raise ValueError(f"no row for {x}")
+    return {"x": x, "double": 2 * x}
+
+
+@dataclass
+class ReadingPipe:
+    """Stands in for the result pipe: decodes each batch at once and frees its bytes."""
+
+    reader: RingReader
+    batches: list[ResultBatch] = field(default_factory=list)
+
+    def send(self, descriptor: tuple[Any, ...]) -> None:
+        kind, start, end, count = descriptor
+        assert kind == "ring"
+        with self.reader.view(start, end) as view:
+            batch = decode_message(view, self.reader.view)
+        assert len(batch) == count
+        self.batches.append(batch)
+        self.reader.release_to(end)
+
+
+@dataclass(frozen=True)
+class Spec:
+    results: ReadingPipe
+    batch_bytes: int
+    batch_latency: float = 60.0
+    segment_prefix: str = "syncagg-test-"
+    combiner: None = None
+
+
+@pytest.fixture()
+def segment() -> Iterator[shared_memory.SharedMemory]:
+    created = create_segment(f"{new_run_prefix()}ring", HEADER_SIZE + CAPACITY)
+    yield created
+    created.close()
+    created.unlink()
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 2_000, 1_000_000], ids=["every-job", "small", "large"])
+def test_chunks_keep_ids_aligned(segment: shared_memory.SharedMemory, batch_bytes: int) -> None:
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    pipe = ReadingPipe(reader)
+    sender = BatchSender(writer, Spec(pipe, batch_bytes), _alive)  # type: ignore[arg-type]
+    # A fresh chunk, then a chunk of retried jobs in no particular order.
+    chunks: list[tuple[range | list[int], list[int]]] = [
+        (range(0, 500), list(range(0, 500))),
+        ([903, 901, 902, 950], [903, 901, 902, 950]),
+        (range(500, 1500), list(range(500, 1500))),
+    ]
+
+    for chunk in chunks:
+        _run_chunk(_row_or_fail, chunk, writer, sender)
+        assert reader.running_job() == chunk[0][-1]
+        writer.set_running(None)
+    sender.flush()
+
+    ids = [job_id for batch in pipe.batches for job_id in batch.job_ids]
+    expected_ids = [job_id for chunk in chunks for job_id in chunk[0]]
+    assert ids == expected_ids
+    assert reader.running_job() is None
+    assert reader.started_job() == 1499
+    if batch_bytes == 1:
+        assert [len(batch) for batch in pipe.batches] == [1] * len(expected_ids)
+    for batch in pipe.batches:
+        assert len(batch.values) == len(batch.job_ids)
+        assert len(batch.started) == len(batch.job_ids)
+        assert len(batch.finished) == len(batch.job_ids)
+        for i, job_id in enumerate(batch.job_ids):
+            assert batch.started[i] <= batch.finished[i]
+            if job_id % 7 == 3:
+                assert batch.values[i] is None
+                assert batch.errors[i][:2] == ("ValueError", f"no row for {job_id}")
+            else:
+                assert i not in batch.errors
+                assert batch.values[i] == {"x": job_id, "double": 2 * job_id}
+    writer.release()
+    reader.release()
