@@ -11,6 +11,8 @@ there (counting from 1):
 - ``jsonl-write``: half way through writing a batch of JSON Lines.
 - ``parquet-row-group``: after a row group went into an open Parquet part.
 - ``after-rename``: right after an output was renamed to its final name.
+- ``before-publish``: every output is sealed, and the process dies before
+  the AFTER-th output is renamed to its final name.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from syncagg import checkpoint
-from syncagg.outputs import files, jsonlines
+from syncagg.outputs import base, files, jsonlines
 from tests import resumable_run
 
 
@@ -75,6 +77,8 @@ def main() -> None:
         jsonlines.JsonLines.write = _half_write(jsonlines.JsonLines.write, after)  # type: ignore[method-assign]
     elif point == "parquet-row-group":
         pq.ParquetWriter.write_table = _counting(pq.ParquetWriter.write_table, after, before=False)  # type: ignore[method-assign]
+    elif point == "before-publish":
+        base.Output.publish = _counting(base.Output.publish, after, before=True)  # type: ignore[method-assign]
     elif point == "after-rename":
         files.os.replace = _counting(os.replace, after, before=False)  # type: ignore[attr-defined]
     else:

@@ -58,7 +58,7 @@ def typed_row(i: int) -> dict[str, Any]:
         "flag": np.bool_(i % 2 == 0),
         "vector": np.arange(3) + i,
         "when": datetime.datetime(2024, 5, 1, 12, 30, i),
-        "when_utc": datetime.datetime(2024, 5, 1, 12, 30, i, tzinfo=datetime.timezone.utc),
+        "when_utc": datetime.datetime(2024, 5, 1, 12, 30, i, tzinfo=datetime.UTC),
         "day": datetime.date(2024, 5, 1 + i),
         "price": Decimal("10.25") + i,
         "blob": bytes([i, 255]),

@@ -22,6 +22,8 @@ CASES = [
     ("checkpoint-committed", 2),
     ("jsonl-write", 5),
     ("parquet-row-group", 2),
+    ("before-publish", 1),
+    ("before-publish", 3),
     ("after-rename", 1),
     ("after-rename", 2),
 ]

@@ -301,7 +301,7 @@ def test_columnar_type_mapping(tmp_path: Path, output_type: type[Output]) -> Non
     first, second = table.to_pylist()
     assert first["vector"] == [0, 1, 2]
     assert first["when"] == datetime.datetime(2024, 5, 1, 12, 30, 0)
-    assert first["when_utc"] == datetime.datetime(2024, 5, 1, 12, 30, 0, tzinfo=datetime.timezone.utc)
+    assert first["when_utc"] == datetime.datetime(2024, 5, 1, 12, 30, 0, tzinfo=datetime.UTC)
     assert second["day"] == datetime.date(2024, 5, 2)
     assert second["price"] == Decimal("11.25")
     assert second["blob"] == b"\x01\xff"
@@ -458,7 +458,7 @@ def test_parquet_declared_dead_letters(tmp_path: Path) -> None:
     output.open(None)
     output.write(
         [
-            {"a": 1, "when": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)},
+            {"a": 1, "when": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)},
             {"a": 2.5},
             {"a": 2**40},
             {"a": 3, "when": datetime.datetime(2024, 1, 1)},
@@ -481,7 +481,7 @@ def test_parquet_naive_and_aware_rejected(tmp_path: Path) -> None:
     output = Parquet(tmp_path / "rows.parquet")
     output.open(None)
     naive = datetime.datetime(2024, 1, 1)
-    aware = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    aware = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 
     with pytest.raises(RowError, match=r"column 't': value .* does not fit timestamp\[us\], which has no time zone"):
         output.write([{"t": naive}, {"t": aware}])
