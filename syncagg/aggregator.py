@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from syncagg.checkpoint import Checkpoint, CheckpointState
@@ -34,6 +31,7 @@ from syncagg.pool import WorkerPool, check_picklable
 from syncagg.processes import ProcessSource
 from syncagg.progress import Progress
 from syncagg.records import JobResult
+from syncagg.interrupts import wait_for
 from syncagg.runner import RunLoop
 from syncagg.segments import purge_stale_segments
 from syncagg.source import Source
@@ -54,10 +52,6 @@ logger = logging.getLogger("syncagg.aggregator")
 
 _MiB = 1024 * 1024
 _START_METHODS = ("fork", "forkserver", "spawn")
-
-
-class _Terminated(BaseException):
-    """Raised in the caller's thread when SIGTERM arrives during a run."""
 
 
 @dataclass(frozen=True)
@@ -420,7 +414,7 @@ class Aggregator:
                 source, dispatcher, collector, checkpoint, state,
                 self.checkpoint_seconds, self.checkpoint_results, memory, budget, extras.stop,
             )
-            _wait_for(loop)
+            wait_for(loop)
         finally:
             completed = loop is not None and loop.completed
             if source is not None:
@@ -527,49 +521,6 @@ class Aggregator:
             stall_seconds={},
             stages=stages,
         )
-
-
-def _wait_for(loop: RunLoop) -> None:
-    """Run the loop in the collector thread and wait, turning signals into a stop."""
-    thread = threading.Thread(target=loop.run, name="syncagg-collector", daemon=True)
-    with _sigterm_raises():
-        thread.start()
-        try:
-            while thread.is_alive():
-                thread.join(0.1)
-        except KeyboardInterrupt:
-            _stop(loop, thread)
-            raise
-        except _Terminated:
-            _stop(loop, thread)
-            raise SystemExit(128 + signal.SIGTERM) from None
-
-
-def _stop(loop: RunLoop, thread: threading.Thread) -> None:
-    logger.warning("interrupted; stopping the workers and writing a last checkpoint")
-    loop.request_stop()
-    try:
-        while thread.is_alive():
-            thread.join(0.1)
-    except (KeyboardInterrupt, _Terminated):
-        # A second interrupt stops waiting for the collector thread.
-        loop.source.terminate()
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _describe_inputs(inputs: Iterable[Any]) -> str:

@@ -15,7 +15,8 @@ import time
 from typing import TextIO
 
 import psutil
-from tqdm.auto import tqdm
+# tqdm.auto would import asyncio through tqdm.asyncio; syncagg stays free of it.
+from tqdm.std import tqdm
 
 from syncagg.memory import PeakMemory, format_bytes
 

@@ -74,6 +74,10 @@ class RunLoop:
         # Aggregator.stream passes its own event, which closing the stream sets.
         self._stop = stop if stop is not None else threading.Event()
 
+    def terminate(self) -> None:
+        """Kill the workers at once; for a second interrupt during the stop."""
+        self.source.terminate()
+
     def request_stop(self) -> None:
         """Ask the loop to stop taking jobs; safe to call from any thread."""
         self._stop.set()
