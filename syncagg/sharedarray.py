@@ -35,10 +35,10 @@ def shared_array(shape: int | tuple[int, ...], dtype: npt.DTypeLike = np.float64
 
     In a worker process the array lies in the worker's ring region, so the
     result is not copied into the ring again. Return it (alone or inside
-    the result, for example in a dict) from the same job and do not keep it:
-    its memory is reused once the parent has read the result. Anywhere
-    else, and when the region has no room for it beside the arrays of
-    results not sent yet, it is a plain ``numpy.empty`` array; the result
+    the result, for example in a dict) from the same job and do not keep it,
+    because its memory is reused once the parent has read the result.
+    Anywhere else, and when the region has no room for it beside the arrays
+    of results not sent yet, it is a plain ``numpy.empty`` array. The result
     is the same either way.
 
     Examples
@@ -46,8 +46,8 @@ def shared_array(shape: int | tuple[int, ...], dtype: npt.DTypeLike = np.float64
     >>> import syncagg
     >>> out = syncagg.shared_array((2, 3), "int32")
     >>> out[:] = 7
-    >>> out.sum()
-    np.int64(42)
+    >>> int(out.sum())
+    42
     """
     kind = np.dtype(dtype)
     dims = (shape,) if isinstance(shape, int) else tuple(shape)

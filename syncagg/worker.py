@@ -282,9 +282,9 @@ class BatchSender:
 
         Returns the time of the next check: the estimated time until the
         batch is full, but no more than the batch's age, because the first
-        jobs' times predict the rate poorly, and no less than an eighth of
-        it, so a batch may pass ``batch_bytes`` by about that share. No
-        check comes later than the batch's deadline.
+        jobs' times predict the rate poorly. The wait is at least an eighth
+        of the age, so a batch may pass ``batch_bytes`` by about that share.
+        No check comes later than the batch's deadline.
         """
         values = self.batch.values
         added = len(values) - self.checked
