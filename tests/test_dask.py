@@ -1,9 +1,10 @@
 """Runs on a real Dask LocalCluster, compared with the same jobs run by local workers.
 
 One cluster of two worker processes with one thread each, bound to
-127.0.0.1, serves the whole module. Its scheduler fails a task at the first
-lost worker (``allowed_failures=0``), so syncagg's ``retries`` alone decide
-how often a job runs, as docs/dask.md describes.
+127.0.0.1, serves the whole module from a process of its own
+(``tests/dask_cluster.py``). Its scheduler fails a task at the first lost
+worker (``allowed_failures=0``), so syncagg's ``retries`` alone decide how
+often a job runs, as docs/dask.md describes.
 """
 
 from __future__ import annotations
@@ -37,14 +38,13 @@ EXPECTED_FAILED = list(range(0, COUNT, 7))
 RESUME_COUNT = 600
 
 
-def _worker_pids(cluster: distributed.LocalCluster) -> set[int]:
-    """Return the pids of the worker processes that the cluster's nannies run now."""
-    pids = set()
-    for nanny in cluster.workers.values():
-        process = getattr(nanny, "process", None)
-        if process is not None and process.pid is not None:
-            pids.add(process.pid)
-    return pids
+def _cluster_pids(process: subprocess.Popen[str]) -> set[int]:
+    """Return the pids of the cluster's process and of every process under it, such as its workers."""
+    try:
+        root = psutil.Process(process.pid)
+        return {process.pid} | {child.pid for child in root.children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 def _network_sockets() -> set[int]:
@@ -83,21 +83,40 @@ def _local_cluster(workers: int) -> distributed.LocalCluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(lasting: list[Lasting]) -> Iterator[distributed.LocalCluster]:
-    cluster = _local_cluster(2)
-    registered = Lasting(pids=functools.partial(_worker_pids, cluster), descriptors=_network_sockets)
+def scheduler_address(lasting: list[Lasting]) -> Iterator[str]:
+    """Start the module's cluster in a process of its own and return its scheduler's address."""
+    command = [sys.executable, "-m", "tests.dask_cluster"]
+    process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None
+    assert process.stdout is not None
+    registered = Lasting(pids=functools.partial(_cluster_pids, process), descriptors=_network_sockets)
     lasting.append(registered)
     try:
-        yield cluster
+        address = process.stdout.readline().strip()
+        assert address.startswith("tcp://127.0.0.1:"), f"tests.dask_cluster printed {address!r}, not a scheduler address"
+        yield address
     finally:
         lasting.remove(registered)
-        cluster.close()
+        process.stdin.close()  # tells the cluster process to close the cluster
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
 
 
 @pytest.fixture(scope="module")
-def client(cluster: distributed.LocalCluster) -> Iterator[distributed.Client]:
-    with distributed.Client(cluster) as client:
+def client(scheduler_address: str) -> Iterator[distributed.Client]:
+    with distributed.Client(scheduler_address) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _whole_cluster(request: pytest.FixtureRequest) -> None:
+    """Wait until both workers run, because an earlier test may have killed one."""
+    if "client" in request.fixturenames:
+        request.getfixturevalue("client").wait_for_workers(2, timeout=90)
 
 
 def _run(out: Path, fn: Callable[[Any], Any], **settings: Any) -> sa.RunSummary:
@@ -258,10 +277,14 @@ def test_resume_after_kill(tmp_path: Path, client: distributed.Client) -> None:
     assert _parquet_rows(tmp_path / "rows.parquet") == [(x, x * x) for x in range(RESUME_COUNT)]
 
 
+# Each lost worker waits for its nanny to start a new one, which takes far
+# longer than usual on a loaded machine.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("retries", [0, 1])
 def test_killer_job_fails_alone(tmp_path: Path, client: distributed.Client, retries: int) -> None:
-    on_dask = _run(tmp_path / "dask", jobs.kill_self_on_13, executor=client, retries=retries)
-    client.wait_for_workers(2, timeout=60)
+    # Chunks of four jobs: two splits find job 13, so few workers die and
+    # the nannies' restarts stay quick on a loaded machine.
+    on_dask = _run(tmp_path / "dask", jobs.kill_self_on_13, executor=client, retries=retries, chunksize=4)
     local = _run(tmp_path / "local", jobs.kill_self_on_13, workers=2, retries=retries)
 
     for summary in (on_dask, local):
@@ -291,8 +314,8 @@ def test_task_error_charges_its_jobs(client: distributed.Client) -> None:
     assert failure.attempts == 2
 
 
+@pytest.mark.timeout(300)
 def test_lost_worker_retried(tmp_path: Path, client: distributed.Client) -> None:
-    client.wait_for_workers(2, timeout=60)
     victim = next(iter(client.run(os.getpid).values()))
     collected = 0
 
@@ -306,7 +329,7 @@ def test_lost_worker_retried(tmp_path: Path, client: distributed.Client) -> None
         strategy=sa.Stream(kill_after_50), outputs=[tmp_path / "rows.jsonl"], executor=client, progress=False
     )
     summary = aggregator.run(jobs.sleepy_square, range(COUNT))
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers(2, timeout=90)
 
     assert summary.counts["ok"] == COUNT
     assert summary.counts["failed"] == 0
@@ -349,12 +372,12 @@ def _example_tree(root: Path) -> dict[str, dict[str, int]]:
 
 
 @pytest.mark.parametrize("on_module_cluster", [True, False], ids=["scheduler", "local-cluster"])
-def test_example_scan(tmp_path: Path, cluster: distributed.LocalCluster, on_module_cluster: bool) -> None:
+def test_example_scan(tmp_path: Path, scheduler_address: str, on_module_cluster: bool) -> None:
     expected = _example_tree(tmp_path / "src")
     out = tmp_path / "out"
     command = [sys.executable, "examples/dask_scan.py", str(out), "--root", str(tmp_path / "src"), "--no-progress"]
     if on_module_cluster:
-        command += ["--scheduler", cluster.scheduler_address]
+        command += ["--scheduler", scheduler_address]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     summary = json.loads((out / "summary.json").read_text())
