@@ -314,12 +314,12 @@ def test_help_names_units() -> None:
         (
             [SQUARE, "IN", "-o", "rows.xlsx"],
             "'rows.xlsx'",
-            "pass --format with one of jsonl, csv, parquet",
+            "pass --format with one of jsonl, json, csv, parquet, arrow",
         ),
         (
             [SQUARE, "IN", "-o", "rows.csv", "--format", "xls"],
             "'xls'",
-            "use one of jsonl, csv, parquet",
+            "use one of jsonl, json, csv, parquet, arrow",
         ),
         (
             [SQUARE, "IN", "--input-format", "xml"],
