@@ -206,6 +206,8 @@ def _check_time_zones(table: pa.Table, rows: list[dict[str, Any]]) -> None:
     pyarrow takes the time zone of the first value and converts the rest
     silently, which would shift naive values by the zone's offset.
     """
+    # NOTE: only top-level columns are checked; datetimes inside structs or
+    # lists that mix naive and aware values are converted as pyarrow does.
     for field in table.schema:
         if not pa.types.is_timestamp(field.type):
             continue

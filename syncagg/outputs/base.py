@@ -86,11 +86,13 @@ class Output(abc.ABC):
     ``{"value": value}`` otherwise. Every method except the constructor runs
     in the output's writer thread, so an implementation needs no locking.
 
-    The lifecycle is ``open``, any number of ``write`` (or ``write_table``)
-    and ``commit`` calls, then ``seal`` (the complete file is written under
-    its hidden name) and ``publish`` (it is renamed to its final name), or
-    ``close`` (the partial state stays for a resume) or ``discard`` (it is
-    removed). ``finish`` is ``seal`` followed by ``publish``. Unless
+    The lifecycle is ``open``, then any number of ``write`` (or
+    ``write_table``) and ``commit`` calls. A run that completes calls
+    ``seal``, which writes the complete file under its hidden name, and
+    then ``publish``, which renames it to its final name. A run that stops
+    calls ``close``, which keeps the partial state for a resume, or
+    ``discard``, which removes it. ``finish`` is ``seal`` followed by
+    ``publish``. Unless
     ``live`` is set, a file never appears under its final name before
     ``publish``.
 
@@ -142,7 +144,7 @@ class Output(abc.ABC):
         return [partial_path(self.path)]
 
     def is_published(self) -> bool:
-        """Whether an earlier run already renamed the complete file to its final name."""
+        """Return whether an earlier run already renamed the complete file to its final name."""
         if self.live:
             # The final name exists from the start, so it proves nothing.
             return False
@@ -215,7 +217,8 @@ class Output(abc.ABC):
     def close(self) -> None:
         """Release the file handles and keep the partial file for a resume.
 
-        Never raises for a file that an earlier call left in a failed state.
+        An implementation must not raise for a file that an earlier call
+        left in a failed state, such as a flush that hit a full disk.
         """
 
     @abc.abstractmethod
@@ -229,11 +232,11 @@ class Output(abc.ABC):
         self.keep_rejected(index, row, reason)
 
     def sends_dead_letters(self) -> bool:
-        """Whether this output may reject rows into the run's dead-letter output."""
+        """Return whether this output may send rejected rows to the run's dead-letter output."""
         return self.invalid == "dead_letter"
 
     def keep_rejected(self, index: int, row: dict[str, Any], reason: str) -> None:
-        """Keep a rejected row for the dead letters, whatever ``invalid`` says."""
+        """Keep a rejected row for the dead letters, whatever ``invalid`` is set to."""
         self._rejected.append(RejectedRow(index, row, reason))
 
     def take_rejected(self) -> list[RejectedRow]:

@@ -252,7 +252,7 @@ class Csv(AppendOutput):
 
     def publish(self) -> None:
         if self._needs_rewrite() and self.live:
-            # The final name holds the short header: replace it with the rewrite.
+            # The final name has the short header, so the rewrite replaces it.
             os.replace(self._rewritten_path, self.path)
             fsync_directory(self.path.parent)
             return
@@ -294,7 +294,7 @@ def _cell(value: Any) -> Any:
 
 
 def _plain_types(schema: Any) -> bool:
-    """Whether pyarrow's CSV writer writes every column as ``_cell`` would."""
+    """Return whether pyarrow's CSV writer writes every column as ``_cell`` would."""
     import pyarrow as pa
 
     def plain(kind: Any) -> bool:

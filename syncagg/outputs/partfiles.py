@@ -238,6 +238,9 @@ class PartFileOutput(Output):
         fsync_file(self.path)
 
     def _empty_schema(self) -> pa.Schema:
+        # NOTE: without rows or a declared schema the file has no columns;
+        # pyarrow and polars read it, but DuckDB 2.0 rejects a Parquet file
+        # without columns.
         return self._converter.schema or pa.schema([])
 
     def _merge(self, parts: list[Path], schema: pa.Schema, target: Path) -> None:

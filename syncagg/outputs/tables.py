@@ -34,7 +34,7 @@ Run = tuple[int, "list[dict[str, Any]] | None", "Any | None"]
 
 
 def is_table(value: Any) -> bool:
-    """Whether ``value`` is a ``pyarrow.RecordBatch`` or ``pyarrow.Table``."""
+    """Return whether ``value`` is a ``pyarrow.RecordBatch`` or ``pyarrow.Table``."""
     return isinstance(value, _TABLE_TYPES)
 
 

@@ -42,7 +42,7 @@ _VALUE_TEXT_LIMIT = 1000
 
 
 class _State:
-    """What the thread shares with its owner; holds no reference to the owner."""
+    """State that the thread shares with its owner, without a reference to the owner."""
 
     def __init__(self, output: Output) -> None:
         self.output = output
