@@ -23,7 +23,7 @@ from benchmarks.results import Row, add_ratios, external_row, summarize
 
 HERE = Path(__file__).resolve().parent
 # Modules of this package that other benchmarks live in, run when present.
-EXTERNAL = ("transport", "combine")
+EXTERNAL = ("transport", "combine", "outputs")
 # Modules that give rows for an external module that defines no rows() function.
 ADAPTERS = {"combine": "combine_rows"}
 DEFAULT_REPEAT = {"full": 3, "quick": 2, "tiny": 1}

@@ -34,7 +34,7 @@ def test_runner_tiny_writes_every_workload(tmp_path: Path) -> None:
     assert text.count("<!-- benchmarks-runner:end -->") == 1
     for name in cases.WORKLOADS:
         assert f"### {name}: " in text, name
-    for module in ("transport", "combine"):
+    for module in ("transport", "combine", "outputs"):
         if (REPO / "benchmarks" / f"{module}.py").exists():
             assert f"### {module}" in text, module
     if importlib.util.find_spec("matplotlib") is not None:
