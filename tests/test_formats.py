@@ -131,6 +131,13 @@ def _start_reader_threads(tmp_path_factory: pytest.TempPathFactory) -> None:
         write_all(output_type(path), ROWS[:2])
         for reader in (read_pyarrow, read_duckdb, read_pandas, read_polars):
             reader(path)
+    # The JSON and CSV encoders of tables use pyarrow's compute functions.
+    table = output_jobs.arrow_block(0)
+    for output_type in (JsonLines, Csv):
+        output = output_type(folder / f"table{SUFFIXES[output_type.format]}")
+        output.open(None)
+        output.write_table(table)
+        output.finish()
 
 
 # Every format, every reader ----------------------------------------------

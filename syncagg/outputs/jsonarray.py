@@ -84,12 +84,16 @@ class Json(AppendOutput):
         self._append(_SEPARATOR + data if self._rows else data)
         self._rows += count
 
+    def write_table(self, table: Any) -> None:
+        self.write_encoded(table, _encode_for_array(table, self.nan))
+
     def worker_encoder(self) -> Callable[[Any], Any] | None:
         return functools.partial(_encode_for_array, nan=self.nan)
 
     def write_encoded(self, table: Any, encoded: Any) -> None:
         if encoded is None:
-            self.write_table(table)
+            # Encode the rows one by one, so the writer names each row that fails.
+            self.write(table.to_pylist())
         elif encoded[1]:
             self._append_rows(encoded[0], encoded[1])
 

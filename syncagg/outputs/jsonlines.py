@@ -66,11 +66,15 @@ class JsonLines(AppendOutput):
         if encoded:
             self._append(b"\n".join(encoded) + b"\n")
 
+    def write_table(self, table: Any) -> None:
+        self.write_encoded(table, encode_table(table, self.nan, b"\n"))
+
     def worker_encoder(self) -> Callable[[Any], Any] | None:
         return functools.partial(encode_table, nan=self.nan, separator=b"\n")
 
     def write_encoded(self, table: Any, encoded: Any) -> None:
         if encoded is None:
-            self.write_table(table)
+            # Encode the rows one by one, so the writer names each row that fails.
+            self.write(table.to_pylist())
         else:
             self._append(encoded)

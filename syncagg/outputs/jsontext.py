@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from syncagg.outputs.arrowjson import encode_lines
 from syncagg.outputs.base import json_default
 
 __all__ = [
@@ -111,9 +112,13 @@ def encode_rows(
 def encode_table(table: Any, nan: str, separator: bytes) -> bytes | None:
     """Encode the rows of a pyarrow table, each followed by ``separator``; ``None`` on failure.
 
-    Runs in a worker with ``Aggregator(encode_in_workers=True)``. A table
-    that fails here is encoded again by the writer, which names the row.
+    Runs in a worker with ``Aggregator(encode_in_workers=True)``, and in
+    the writer. A table that fails here is encoded again row by row by the
+    writer, which names the row that fails.
     """
+    encoded = encode_lines(table, nan, separator.decode())
+    if encoded is not None:
+        return encoded
     failed: list[int] = []
     encoded = encode_rows(table.to_pylist(), nan, lambda i, row, reason: failed.append(i))
     if failed:
