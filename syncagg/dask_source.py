@@ -53,6 +53,7 @@ __all__ = ["DaskSource", "cluster_threads", "dask_client", "run_marked"]
 
 logger = logging.getLogger("syncagg.dask")
 
+
 def dask_client(executor: Any) -> Any | None:
     """Return the ``distributed.Client`` behind ``executor``, or ``None`` for any other executor."""
     distributed = sys.modules.get("distributed")
