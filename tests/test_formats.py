@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import orjson
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -25,6 +26,7 @@ import pytest
 
 import syncagg as sa
 from syncagg.outputs import ArrowIpc, Csv, Json, JsonLines, Output, Parquet, RowError
+from syncagg.outputs.arrowjson import encode_lines
 from tests import output_jobs
 
 SUFFIXES = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet", "arrow": ".arrow"}
@@ -654,3 +656,49 @@ def test_csv_table_fast_path(tmp_path: Path) -> None:
     assert path.read_bytes() == (
         b'id,name,half,even\r\n0,"item-0",0,true\r\n1,"item-1",0.5,false\r\n2,item-2,1.0,true\r\n'
     )
+
+
+# Tables encoded as JSON by pyarrow compute -------------------------------------
+
+MIXED_TABLE = pa.table(
+    {
+        "i": [1, None, -3],
+        "f": [0.5, 2.0, 1e20],
+        "b": [True, None, False],
+        "s": ['a"b\\c', "x\ny\tz\r", "ünï 🙂"],
+        "n": pa.nulls(3),
+        "d": pa.array([18000, None, 0], pa.date32()),
+    }
+)
+
+
+def test_arrow_json_matches_orjson() -> None:
+    expected = b"".join(orjson.dumps(row) + b"\n" for row in MIXED_TABLE.to_pylist())
+
+    assert encode_lines(MIXED_TABLE, "null") == expected
+
+
+@pytest.mark.parametrize(("nan", "texts"), [("null", [b"null"] * 3), ("string", [b'"NaN"', b'"Infinity"', b'"-Infinity"'])])
+def test_arrow_json_non_finite(nan: str, texts: list[bytes]) -> None:
+    table = pa.table({"x": [math.nan, math.inf, -math.inf]})
+
+    assert encode_lines(table, nan) == b"".join(b'{"x":' + text + b"}\n" for text in texts)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [pa.array(["bell\x07"]), pa.array([[1, 2]]), pa.array([datetime.datetime(2024, 1, 1)])],
+    ids=["control-character", "list", "timestamp"],
+)
+def test_arrow_json_falls_back(column: pa.Array) -> None:
+    assert encode_lines(pa.table({"x": column}), "null") is None
+
+
+def test_jsonl_table_with_control_character(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    output = JsonLines(path)
+    output.open(None)
+    output.write_table(pa.table({"x": ["bell\x07"]}))
+    output.finish()
+
+    assert path.read_bytes() == b'{"x":"bell\\u0007"}\n'
