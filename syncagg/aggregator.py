@@ -126,6 +126,10 @@ class Aggregator:
         runs longer is killed and replaced; the job is retried like one whose
         worker died, then failed with the error type ``syncagg.Timeout``.
         Only for worker processes, not with ``Threads`` or ``executor``.
+    stop_timeout : float, default 10.0
+        Seconds that jobs in flight get to finish after Ctrl-C or SIGTERM
+        before the workers are stopped and the last checkpoint is written.
+        A second Ctrl-C or SIGTERM stops them at once.
     max_memory : int or str, optional
         Memory budget of the parent and its worker processes together: bytes,
         or a string such as ``"4GiB"`` or ``"512MiB"``. Above 90% of it, new
@@ -174,6 +178,7 @@ class Aggregator:
         queue_size: int = 16,
         start_method: str | None = None,
         timeout: float | None = None,
+        stop_timeout: float = 10.0,
         max_memory: int | str | None = None,
         progress_interval: float = 10.0,
         pipeline: Pipeline | None = None,
@@ -215,6 +220,7 @@ class Aggregator:
             raise ValueError(f"start_method must be one of {_START_METHODS} or None, got {start_method!r}")
         self.start_method = start_method
         self.timeout = None if timeout is None else _positive_float("timeout", timeout)
+        self.stop_timeout = _positive_float("stop_timeout", stop_timeout)
         if self.timeout is not None and (self.threads is not None or self.executor is not None):
             raise ValueError(
                 "timeout works with worker processes only, because a thread or an executor's "
@@ -414,6 +420,7 @@ class Aggregator:
                 source, dispatcher, collector, checkpoint, state,
                 self.checkpoint_seconds, self.checkpoint_results, memory, budget, extras.stop,
             )
+            loop.stop_timeout = self.stop_timeout
             wait_for(loop)
         finally:
             completed = loop is not None and loop.completed

@@ -1,8 +1,9 @@
 """Waiting for the collector thread while Ctrl-C and SIGTERM turn into a stop.
 
 Ctrl-C raises ``KeyboardInterrupt`` in the caller's thread as usual; the wait
-catches it, asks the run loop to stop (workers stop, a last checkpoint is
-written) and raises it again. SIGTERM only sets a flag and asks the loop to
+catches it, asks the run loop to stop (no new jobs go out, jobs in flight get
+``stop_timeout`` seconds to finish, then the workers stop and a last
+checkpoint is written) and raises it again. SIGTERM only sets a flag and asks the loop to
 stop, because an exception raised from a signal handler can surface at any
 line of the caller's thread; once the loop has ended, the wait raises
 ``SystemExit(143)``, the status a process killed by SIGTERM reports to a shell.
@@ -26,9 +27,11 @@ _POLL_SECONDS = 0.1
 
 
 class _Stoppable(Protocol):
+    ended: threading.Event
+
     def run(self) -> None: ...
 
-    def request_stop(self) -> None: ...
+    def request_stop(self, drain: bool = False) -> None: ...
 
     def terminate(self) -> None: ...
 
@@ -45,7 +48,7 @@ def wait_for(loop: _Stoppable) -> None:
     with _sigterm_stops(loop, terminated):
         thread.start()
         try:
-            _join(thread)
+            _join(thread, loop.ended)
         except KeyboardInterrupt:
             _stop(loop, thread)
             raise
@@ -55,17 +58,20 @@ def wait_for(loop: _Stoppable) -> None:
         raise SystemExit(128 + signal.SIGTERM)
 
 
-def _join(thread: threading.Thread) -> None:
-    # A join with a timeout lets Ctrl-C reach this thread between polls.
-    while thread.is_alive():
-        thread.join(_POLL_SECONDS)
+def _join(thread: threading.Thread, ended: threading.Event) -> None:
+    # Waits on an event, not on Thread.join: in CPython 3.11 a join that
+    # Ctrl-C interrupts can mark the still-running thread as stopped
+    # (CPython issue gh-90882), and the teardown would then race the loop.
+    while not ended.wait(_POLL_SECONDS):
+        pass
+    thread.join()
 
 
 def _stop(loop: _Stoppable, thread: threading.Thread) -> None:
-    logger.warning("interrupted; stopping the workers and writing a last checkpoint")
-    loop.request_stop()
+    logger.warning("interrupted; letting jobs in flight finish, then writing a last checkpoint")
+    loop.request_stop(drain=True)
     try:
-        _join(thread)
+        _join(thread, loop.ended)
     except KeyboardInterrupt:
         # A second Ctrl-C stops waiting for the collector thread.
         loop.terminate()
@@ -82,7 +88,7 @@ def _sigterm_stops(loop: _Stoppable, terminated: threading.Event) -> Iterator[No
             loop.terminate()
             return
         terminated.set()
-        loop.request_stop()
+        loop.request_stop(drain=True)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:

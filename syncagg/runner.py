@@ -73,13 +73,23 @@ class RunLoop:
         self._last_checkpoint = time.monotonic()
         # Aggregator.stream passes its own event, which closing the stream sets.
         self._stop = stop if stop is not None else threading.Event()
+        self.stop_timeout = 0.0
+        self._drain_until: float | None = None
+        # Set when run() returns; waiters use it instead of Thread.join.
+        self.ended = threading.Event()
 
     def terminate(self) -> None:
         """Kill the workers at once; for a second interrupt during the stop."""
         self.source.terminate()
 
-    def request_stop(self) -> None:
-        """Ask the loop to stop taking jobs; safe to call from any thread."""
+    def request_stop(self, drain: bool = False) -> None:
+        """Ask the loop to stop taking jobs; safe to call from any thread.
+
+        With ``drain``, jobs in flight get up to ``stop_timeout`` seconds to
+        finish and be collected before the workers are stopped.
+        """
+        if drain and self._drain_until is None:
+            self._drain_until = time.monotonic() + self.stop_timeout
         self._stop.set()
 
     def run(self) -> None:
@@ -96,17 +106,27 @@ class RunLoop:
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
             self.error = exc
             self.source.terminate()
+        finally:
+            self.ended.set()
 
     def _collect(self) -> None:
         source, dispatcher = self.source, self.dispatcher
         source.dispatch(dispatcher, self)
-        while not self._stop.is_set() and not dispatcher.finished:
+        while not dispatcher.finished:
+            if self._stop.is_set() and not self._draining():
+                return
             source.poll(_WAIT_SECONDS, dispatcher, self)
-            if self._may_dispatch():
+            if not self._stop.is_set() and self._may_dispatch():
                 source.dispatch(dispatcher, self)
             self._maybe_checkpoint()
             self.memory.sample()
             self.collector.progress.tick()
+
+    def _draining(self) -> bool:
+        """Whether a stop still waits for jobs in flight to come back."""
+        if self._drain_until is None or not self.dispatcher.in_flight:
+            return False
+        return time.monotonic() < self._drain_until
 
     def _may_dispatch(self) -> bool:
         # A strategy that holds back values until earlier jobs arrive (an

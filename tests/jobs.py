@@ -126,3 +126,11 @@ def escape_on_5(x: int) -> dict[str, int]:
     if x == 5:
         raise EscapingError(f"{x} escapes run_chunk")
     return square(x)
+
+
+def mark_and_sleep(item: tuple[str, int]) -> dict[str, int]:
+    """Create a file named after the job in a folder, sleep 0.3 s, return the number."""
+    folder, x = item
+    Path(folder, str(x)).touch()
+    time.sleep(0.3)
+    return {"x": x}

@@ -142,3 +142,23 @@ def test_rerun_after_finish(tmp_path: Path) -> None:
     assert second["value"] == first["value"]
     assert second["counts"]["resumed"] == COUNT  # type: ignore[index]
     assert {p.name: p.read_bytes() for p in tmp_path.glob("rows.*")} == contents
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_stop_lets_jobs_in_flight_finish(tmp_path: Path, signum: int) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.drain_run", str(tmp_path)], cwd=ROOT, stderr=subprocess.PIPE
+    )
+    started = tmp_path / "started"
+    deadline = time.monotonic() + 60
+    while not started.is_dir() or len(list(started.iterdir())) < 3:
+        assert time.monotonic() < deadline, "no job started within 60 s"
+        time.sleep(0.02)
+    workers = psutil.Process(process.pid).children()
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    psutil.wait_procs(workers, timeout=10)
+
+    begun = sorted(int(p.name) for p in started.iterdir())
+    assert _done_jobs(tmp_path) == len(begun), stderr.decode()
+    assert begun == list(range(len(begun)))
