@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> sa.RunSummary:
         workers=args.workers,
         progress=not args.no_progress,
     )
-    summary = aggregator.run(functools.partial(analyze, root=root), python_files(Path(root)))
+    try:
+        summary = aggregator.run(functools.partial(analyze, root=root), python_files(Path(root)))
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to resume from {out / 'run.sqlite'}", file=sys.stderr)
+        raise SystemExit(130) from None
 
     report = {
         "root": root,
@@ -100,9 +104,14 @@ def main(argv: list[str] | None = None) -> sa.RunSummary:
         "failures": [{"path": f.key, "error": f"{f.error.type}: {f.error.message}"} for f in summary.failures if f.error],
     }
     (out / "summary.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    done = summary.counts["ok"] + summary.counts["failed"]
+    if summary.counts["resumed"] == done:
+        status = "an earlier run had finished every file; the outputs are unchanged"
+    else:
+        status = f"{summary.counts['resumed']} of them done by an earlier run"
     print(
-        f"{summary.counts['ok']} files scanned, {summary.counts['failed']} failed, "
-        f"{summary.counts['resumed']} done by an earlier run; outputs in {out}/",
+        f"{summary.counts['ok']} files scanned, {summary.counts['failed']} failed, {status}; "
+        f"outputs in {out}/",
         file=sys.stderr,
     )
     return summary

@@ -18,7 +18,7 @@ from syncagg.collector import Collector, Listeners
 from syncagg.dask_source import DaskSource, cluster_threads, dask_client
 from syncagg.deadletters import dead_letter_output
 from syncagg.dispatcher import Dispatcher, default_key
-from syncagg.errors import InputError
+from syncagg.errors import InputError, OutputError
 from syncagg.executors import ExecutorSource, FutureSource, Threads
 from syncagg.hooks import check_hook
 from syncagg.memory import MemoryBudget, PeakMemory, format_bytes, parse_memory
@@ -497,6 +497,8 @@ class Aggregator:
         return Checkpoint(self.checkpoint, fingerprint)
 
     def _open_writers(self, state: CheckpointState, outputs: list[Output]) -> list[OutputWriter]:
+        for output in outputs:
+            _check_folder(output)
         writers: list[tuple[OutputWriter, bool]] = []
         try:
             for output in outputs:
@@ -527,6 +529,15 @@ class Aggregator:
             peak_memory=PeakMemory().peak,
             stall_seconds={},
             stages=stages,
+        )
+
+
+def _check_folder(output: Output) -> None:
+    folder = output.path.parent
+    if not folder.is_dir():
+        raise OutputError(
+            f"cannot write {str(output.path)!r}: the folder {str(folder)!r} does not exist; "
+            f"create it first (mkdir -p {folder})"
         )
 
 

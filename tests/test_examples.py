@@ -38,8 +38,8 @@ def test_scan_example_twice(tmp_path: Path) -> None:
     assert summary["packages"]["pkg"]["files"] == 12
     assert summary["packages"]["pkg"]["functions"] == 12
     assert [f["path"] for f in summary["failures"]] == ["bad.py"]
-    assert "12 done by an earlier run" not in first.stderr
-    assert "13 done by an earlier run" in second.stderr
+    assert "0 of them done by an earlier run" in first.stderr
+    assert "an earlier run had finished every file" in second.stderr
     for name in ("files.csv", "files.jsonl", "files.parquet", "summary.json"):
         assert (out / name).read_bytes() == files[name]
 

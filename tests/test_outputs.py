@@ -720,7 +720,7 @@ def test_aggregator_output_folder_missing(tmp_path: Path, suffix: str) -> None:
     aggregator = sa.Aggregator(outputs=[path], workers=2, progress=False)
 
     with pytest.raises(
-        sa.OutputError, match=re.escape(f"writing '{path}' failed: FileNotFoundError")
+        sa.OutputError, match=re.escape(f"the folder '{path.parent}' does not exist; create it first")
     ):
         aggregator.run(jobs.square, range(100))
 
@@ -763,7 +763,7 @@ def test_aggregator_second_output_fails_open(tmp_path: Path) -> None:
     aggregator = sa.Aggregator(outputs=[good, bad], workers=2, progress=False)
 
     with pytest.raises(
-        sa.OutputError, match=re.escape(f"writing '{bad}' failed: FileNotFoundError")
+        sa.OutputError, match=re.escape(f"the folder '{bad.parent}' does not exist; create it first")
     ):
         aggregator.run(jobs.square, range(100))
 
