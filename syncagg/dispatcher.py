@@ -286,7 +286,11 @@ class Dispatcher:
             pid, cause, len(held), len(charged), len(failed),
         )
         if failed:
-            logger.warning("%d jobs failed because worker %d %s", len(failed), pid, cause)
+            noun = "job" if len(failed) == 1 else "jobs"
+            logger.warning(
+                "%d %s failed because worker %d %s: %s",
+                len(failed), noun, pid, cause, ", ".join(str(r.job_id) for r in failed[:10]),
+            )
         return failed
 
 
