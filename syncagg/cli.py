@@ -172,7 +172,10 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--format",
         metavar="NAME",
-        help=f"format of every --output instead of its suffix: {', '.join(OUTPUT_FORMATS)}",
+        help=(
+            f"format of every --output instead of its suffix: {', '.join(OUTPUT_FORMATS)}, "
+            "or a plugin's format (see 'syncagg formats')"
+        ),
     )
     _add_run_controls(run)
     run.set_defaults(command=_run, command_name="run")
