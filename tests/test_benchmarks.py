@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 OTHER_SECTION = "## A section written by someone else\n\nIt must survive the runner.\n"
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(300)
 def test_runner_tiny_writes_every_workload(tmp_path: Path) -> None:
     from benchmarks import cases
 
@@ -25,7 +25,7 @@ def test_runner_tiny_writes_every_workload(tmp_path: Path) -> None:
     markdown.write_text("# Benchmarks\n\n" + OTHER_SECTION)
     command = [sys.executable, "-m", "benchmarks", "--tiny", "--markdown", str(markdown), "--plot", str(plot)]
 
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=580, check=False)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=280, check=False)
 
     assert done.returncode == 0, done.stderr[-4000:]
     text = markdown.read_text()
