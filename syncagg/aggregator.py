@@ -193,6 +193,11 @@ class Aggregator:
                 f"strategy must be a syncagg strategy such as Collect() or Reduce(fn, initial), "
                 f"got {strategy!r} of type {type(strategy).__qualname__}"
             )
+        if isinstance(outputs, (str, os.PathLike, Output)):
+            raise TypeError(
+                f"outputs must be a list of outputs or paths, got {outputs!r}; "
+                f"write outputs=[{outputs!r}]"
+            )
         self.outputs = [_as_output(output) for output in outputs]
         _check_distinct(self.outputs)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
@@ -207,6 +212,11 @@ class Aggregator:
         else:
             self.workers = _default_workers(self.executor)
         self.progress = bool(progress)
+        if not callable(key):
+            raise TypeError(
+                f"key must be a callable that returns a str for an input, got {key!r}; "
+                "for a dict field use key=operator.itemgetter(name)"
+            )
         self.key = key
         self.retries = _non_negative_int("retries", retries)
         self.chunksize = None if chunksize is None else _positive_int("chunksize", chunksize)

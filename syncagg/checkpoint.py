@@ -30,6 +30,7 @@ __all__ = ["Checkpoint", "CheckpointState"]
 logger = logging.getLogger("syncagg.checkpoint")
 
 FORMAT_VERSION = 1
+_KEYS = ("status", "done", "strategy", "outputs", "counts", "failures", "updated")
 _TABLE = "syncagg"
 _BUSY_TIMEOUT = 10.0
 # A commit that takes longer than this is reported as failed: sqlitedict's
@@ -153,6 +154,12 @@ class Checkpoint:
                 "finish the run with the syncagg version that started it, or start afresh"
             )
         self._check_fingerprint(stored["fingerprint"])
+        missing = sorted(set(_KEYS) - set(stored))
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {str(self.path)!r} lacks {', '.join(missing)}; the file is "
+                "damaged, so delete it to start afresh"
+            )
         return CheckpointState(
             status=stored["status"],
             done=JobRanges.from_ranges(stored["done"]),

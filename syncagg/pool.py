@@ -82,8 +82,15 @@ class WorkerPool:
         self._segment = create_segment(f"{self.prefix}ring", size)
         self.slots: list[Slot] = []
         self._closed = False
-        for index in range(workers):
-            self.slots.append(self._start(index, start=0))
+        try:
+            for index in range(workers):
+                self.slots.append(self._start(index, start=0))
+        except BaseException:
+            # A fork that fails (EAGAIN at a process limit) must not leave the
+            # workers started so far, or the segment, behind.
+            self.terminate()
+            self.close()
+            raise
 
     def _start(self, index: int, start: int) -> Slot:
         task_reader, task_writer = self._context.Pipe(duplex=False)

@@ -9,7 +9,8 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from syncagg.dispatcher import Chunk, Dispatcher
+from syncagg.dispatcher import Started, Chunk, Dispatcher
+from syncagg.worker import BAD_INPUT_EXIT
 from syncagg.pool import Slot, WorkerPool
 from syncagg.records import JobError, JobResult, Status
 from syncagg.source import Sink, Source
@@ -49,11 +50,21 @@ class ProcessSource(Source):
             sources[slot.results] = (slot, True)
             sources[slot.process.sentinel] = (slot, False)
 
+        exited = set()
         for ready in wait(list(sources), timeout=timeout):
             slot, is_result_pipe = sources[ready]
+            if slot.index in exited:
+                continue
             if is_result_pipe:
                 self._receive(slot, sink)
             else:
+                exited.add(slot.index)
+                self._worker_exited(slot, dispatcher, sink)
+
+        # A child that the job forked keeps the sentinel's pipe open after
+        # the worker dies, so the exit status is checked directly as well.
+        for slot in list(self.pool.slots):
+            if slot.index not in exited and slot.process.exitcode is not None:
                 self._worker_exited(slot, dispatcher, sink)
         if self.timeout is not None:
             self._check_timeouts(dispatcher, sink)
@@ -110,6 +121,11 @@ class ProcessSource(Source):
             cause = f"was killed because its job ran longer than the {self.timeout:g} s timeout"
         elif code is not None and code < 0:
             cause = f"exited with signal {-code}"
+        elif code == BAD_INPUT_EXIT:
+            cause = "could not unpickle the inputs it was sent"
+            # No job of the chunk started, but sending it again free of
+            # charge would repeat the failure forever.
+            running, started = None, Started.UNKNOWN
         else:
             cause = f"exited with code {code}"
         pid = slot.process.pid or 0

@@ -250,8 +250,8 @@ class Reduce(Strategy):
 
     def describe(self) -> str:
         if self.ordered:
-            return f"Reduce({qualified_name(self.fn)}, ordered=True)"
-        return f"Reduce({qualified_name(self.fn)})"
+            return f"Reduce({qualified_name(self.fn)}, {_short_repr(self.initial)}, ordered=True)"
+        return f"Reduce({qualified_name(self.fn)}, {_short_repr(self.initial)})"
 
 
 class InputOrder:
@@ -463,3 +463,9 @@ class Stream(Strategy):
 
 def _copy(value: Any) -> Any:
     return pickle.loads(pickle.dumps(value))
+
+
+def _short_repr(value: Any) -> str:
+    """Return ``repr(value)``, cut to 80 characters, for a strategy's description."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -43,6 +43,8 @@ __all__ = ["SPACE_MESSAGE", "WorkerSpec", "worker_main"]
 logger = logging.getLogger("syncagg.worker")
 
 _PARENT_GONE_EXIT = 70
+# Exit status of a worker that cannot unpickle the inputs it was sent.
+BAD_INPUT_EXIT = 71
 
 # Sent on the task pipe when the parent released space that the worker waits for.
 SPACE_MESSAGE = "space"
@@ -73,6 +75,10 @@ def worker_main(spec: WorkerSpec) -> None:
     """Run jobs until the parent sends the stop message or disappears."""
     # Ctrl-C reaches the whole process group; the parent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM sent to the whole group (timeout(1), systemd) must not kill a
+    # job that the parent's stop would let finish; the parent kills workers
+    # with SIGKILL when it has to.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
 
     def alive() -> bool:
@@ -126,6 +132,12 @@ def _read_tasks(
             message = conn.recv()
         except (EOFError, OSError):
             os._exit(_PARENT_GONE_EXIT)
+        except Exception:
+            # An input that pickled in the parent but does not unpickle here.
+            # Exiting lets the parent charge and retry the jobs, then fail them
+            # with this exit code's cause, instead of waiting forever.
+            logger.exception("cannot unpickle a chunk of inputs")
+            os._exit(BAD_INPUT_EXIT)
 
         if message == SPACE_MESSAGE:
             space.set()

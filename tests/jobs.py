@@ -134,3 +134,32 @@ def mark_and_sleep(item: tuple[str, int]) -> dict[str, int]:
     Path(folder, str(x)).touch()
     time.sleep(0.3)
     return {"x": x}
+
+
+def _refuse_to_load() -> None:
+    raise ValueError("this input cannot be rebuilt in a worker")
+
+
+class Unloadable:
+    """An input that pickles in the parent and fails to unpickle in a worker."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_refuse_to_load, ())
+
+
+def identity(x: Any) -> Any:
+    """Return the input unchanged."""
+    return x
+
+
+def fork_then_die(item: tuple[str, int]) -> int:
+    """On input 3, fork a child that sleeps and record its pid, then SIGKILL the worker."""
+    folder, x = item
+    if x == 3:
+        child = os.fork()
+        if child == 0:
+            time.sleep(300)
+            os._exit(0)
+        Path(folder, "grandchild").write_text(str(child))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x

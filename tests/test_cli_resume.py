@@ -148,7 +148,7 @@ def test_inspect_partial_text(tmp_path: Path) -> None:
     done = int(fields["jobs done"].split()[0])
     assert fields["status"] == "running"
     assert fields["function"] == "tests.cli_jobs.slow_square"
-    assert fields["strategy"] == "Reduce(syncagg.cli_strategies.add_field('x'))"
+    assert fields["strategy"] == "Reduce(syncagg.cli_strategies.add_field('x'), 0)"
     assert fields["jobs done"] == f"{done} ({done} ok, 0 failed)"
     assert fields["jobs pending"] == f"{COUNT - done} of {COUNT}"
     assert fields["outputs"].startswith(f"{tmp_path / 'rows.jsonl'} (jsonl): ")
@@ -189,7 +189,7 @@ def test_inspect_finished(tmp_path: Path) -> None:
     assert report["failed"] == 1
     assert report["pending"] == 0
     assert report["function"] == "tests.cli_jobs.square_but_seven"
-    assert report["strategy"] == "Reduce(syncagg.cli_strategies.count_value)"
+    assert report["strategy"] == "Reduce(syncagg.cli_strategies.count_value, 0)"
     assert report["outputs"] == [
         {"path": str(output), "format": "parquet", "position": {"parts": 1, "rows": 9}}
     ]

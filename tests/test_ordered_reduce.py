@@ -67,8 +67,8 @@ def test_ordered_resumes_after_input_error(tmp_path: Path) -> None:
 
 
 def test_unordered_reduce_keeps_fingerprint() -> None:
-    assert sa.Reduce(operator.add, "").describe() == "Reduce(_operator.add)"
-    assert sa.Reduce(operator.add, "", ordered=True).describe() == "Reduce(_operator.add, ordered=True)"
+    assert sa.Reduce(operator.add, "").describe() == "Reduce(_operator.add, '')"
+    assert sa.Reduce(operator.add, "", ordered=True).describe() == "Reduce(_operator.add, '', ordered=True)"
 
 
 def test_input_order_releases_runs() -> None:

@@ -68,7 +68,7 @@ def test_failed_jobs_are_counted_not_collected() -> None:
 
 
 def test_strategy_error_reaches_caller(tmp_path: Path) -> None:
-    with pytest.raises(sa.StrategyError, match=r"Reduce\(_operator.truediv\) raised TypeError"):
+    with pytest.raises(sa.StrategyError, match=r"Reduce\(_operator.truediv, 1.0\) raised TypeError"):
         _run(sa.Reduce(operator.truediv, 1.0))
 
 

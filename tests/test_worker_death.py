@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import random
 import threading
 from collections import Counter
@@ -220,3 +222,28 @@ def test_kill_before_ready_replaces_worker() -> None:
     assert summary.counts["ok"] == 50
     assert summary.counts["failed"] == 0
     assert sorted(row["x"] for row in summary.value) == list(range(50))
+
+
+def test_input_that_fails_to_load_fails_its_job() -> None:
+    aggregator = sa.Aggregator(strategy=sa.Collect(), workers=2, progress=False, chunksize=1)
+    inputs = [1, 2, jobs.Unloadable(), 4, 5]
+    summary = aggregator.run(jobs.identity, inputs)
+
+    assert sorted(summary.value) == [1, 2, 4, 5]
+    assert summary.counts["failed"] == 1
+    failure = summary.failures[0]
+    assert failure.job_id == 2
+    assert failure.error is not None
+    assert "could not unpickle the inputs it was sent" in failure.error.message
+
+
+def test_death_noticed_while_fork_lives(tmp_path: Path) -> None:
+    aggregator = sa.Aggregator(strategy=sa.Collect(), workers=2, progress=False, retries=0, chunksize=1)
+    try:
+        summary = aggregator.run(jobs.fork_then_die, [(str(tmp_path), x) for x in range(8)])
+    finally:
+        grandchild = int((tmp_path / "grandchild").read_text())
+        os.kill(grandchild, signal.SIGKILL)
+
+    assert sorted(summary.value) == [0, 1, 2, 4, 5, 6, 7]
+    assert [f.job_id for f in summary.failures] == [3]
