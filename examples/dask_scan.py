@@ -92,7 +92,7 @@ def connect(scheduler: str | None, workers: int) -> Iterator[distributed.Client]
 
 def main(argv: list[str] | None = None) -> sa.RunSummary:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", default="out", help="output folder (default: out)")
+    parser.add_argument("out", nargs="?", default="out-dask", help="output folder (default: out-dask)")
     parser.add_argument(
         "--root",
         default=sysconfig.get_paths()["stdlib"],
