@@ -116,11 +116,11 @@ def encode_table(table: Any, nan: str, separator: bytes) -> bytes | None:
     the writer. A table that fails here is encoded again row by row by the
     writer, which names the row that fails.
     """
-    encoded = encode_lines(table, nan, separator.decode())
-    if encoded is not None:
-        return encoded
+    text = encode_lines(table, nan, separator.decode())
+    if text is not None:
+        return text
     failed: list[int] = []
-    encoded = encode_rows(table.to_pylist(), nan, lambda i, row, reason: failed.append(i))
+    lines = encode_rows(table.to_pylist(), nan, lambda i, row, reason: failed.append(i))
     if failed:
         return None
-    return separator.join(encoded) + separator if encoded else b""
+    return separator.join(lines) + separator if lines else b""
