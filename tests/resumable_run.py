@@ -2,8 +2,9 @@
 
     python -m tests.resumable_run OUT COUNT
 
-Writes rows.jsonl, rows.csv, rows.parquet and run.sqlite into OUT, and on
-success value.json with the reduced value and the counts.
+Writes rows.jsonl, rows.json, rows.csv, rows.parquet, rows.arrow and
+run.sqlite into OUT, and on success value.json with the reduced value and
+the counts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ def main() -> None:
     out, count = Path(sys.argv[1]), int(sys.argv[2])
     aggregator = sa.Aggregator(
         strategy=sa.Reduce(jobs.add_square, 0),
-        outputs=[out / "rows.jsonl", out / "rows.csv", out / "rows.parquet"],
+        outputs=[
+            out / "rows.jsonl",
+            out / "rows.json",
+            out / "rows.csv",
+            out / "rows.parquet",
+            out / "rows.arrow",
+        ],
         checkpoint=out / "run.sqlite",
         workers=2,
         progress=False,

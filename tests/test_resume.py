@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -85,6 +86,13 @@ def _check_outputs(out: Path) -> None:
     table = pq.read_table(out / "rows.parquet")
     assert sorted(table.column("x").to_pylist()) == expected
     assert sorted(table.column("square").to_pylist()) == sorted(x * x for x in expected)
+
+    array = json.loads((out / "rows.json").read_text())
+    assert sorted(row["x"] for row in array) == expected
+
+    with pa.OSFile(str(out / "rows.arrow"), "rb") as source:
+        arrow = pa.ipc.open_file(source).read_all()
+    assert sorted(arrow.column("x").to_pylist()) == expected
 
     leftovers = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
     assert leftovers == []

@@ -222,3 +222,36 @@ def test_live_parquet_reads_after_finish(tmp_path: Path) -> None:
 
     assert pq.read_table(path).to_pylist() == [{"a": 1}, {"a": 2}, {"a": 3}]
     assert os.listdir(tmp_path) == ["rows.parquet"]
+
+
+def test_table_jobs_under_spawn(tmp_path: Path) -> None:
+    """The wrapped function and the encoders pickle for a spawned worker."""
+    path = tmp_path / "rows.jsonl"
+    aggregator = sa.Aggregator(
+        outputs=[JsonLines(path), Csv(tmp_path / "rows.csv")],
+        workers=2,
+        progress=False,
+        encode_in_workers=True,
+        start_method="spawn",
+    )
+
+    aggregator.run(output_jobs.arrow_block, [0, 100])
+
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(rows, key=lambda row: row["id"]) == output_jobs.block_rows(0) + output_jobs.block_rows(100)
+
+
+def test_live_csv_extend_rewrites_final(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    output = Csv(path, extra="extend", live=True)
+    output.open(None)
+    output.write([{"a": 1}])
+    output.write([{"a": 2, "b": 3}])
+    output.commit()
+
+    assert path.read_bytes() == b"a\r\n1\r\n2,3\r\n"
+
+    output.finish()
+
+    assert path.read_bytes() == b"a,b\r\n1,\r\n2,3\r\n"
+    assert os.listdir(tmp_path) == ["rows.csv"]
