@@ -66,6 +66,7 @@ _EXPORTS = {
     "WorkerStartError": "syncagg.errors",
     "aiter_results": "syncagg.aio",
     "available_formats": "syncagg.outputs.registry",
+    "make_output": "syncagg.outputs.registry",
     "register_format": "syncagg.outputs.registry",
     "shared_array": "syncagg.sharedarray",
 }
@@ -108,7 +109,7 @@ if TYPE_CHECKING:
     from syncagg.outputs.jsonarray import Json
     from syncagg.outputs.jsonlines import JsonLines
     from syncagg.outputs.parquet import Parquet
-    from syncagg.outputs.registry import available_formats, register_format
+    from syncagg.outputs.registry import available_formats, make_output, register_format
     from syncagg.pipeline import Pipeline, StageCounts
     from syncagg.records import JobError, JobResult, Status
     from syncagg.schema import Field, Schema

@@ -145,7 +145,7 @@ def test_plugin_by_suffix(tmp_path: Path, plugin: tuple[str, str]) -> None:
 def test_plugin_by_name(tmp_path: Path, plugin: tuple[str, str]) -> None:
     name, _ = plugin
     path = tmp_path / "rows.out"
-    output = sa.outputs.make_output(path, format=name)
+    output = sa.make_output(path, format=name)
 
     output.open(None)
     output.write([{"a": 1, "b": "x"}])

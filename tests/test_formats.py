@@ -25,7 +25,17 @@ import pyarrow.parquet as pq
 import pytest
 
 import syncagg as sa
-from syncagg.outputs import ArrowIpc, Csv, Json, JsonLines, Output, Parquet, RowError
+from syncagg.outputs import (
+    ArrowIpc,
+    Csv,
+    FormatError,
+    Json,
+    JsonLines,
+    Output,
+    Parquet,
+    RowError,
+    from_path,
+)
 from syncagg.outputs.arrowjson import encode_lines
 from tests import output_jobs
 
@@ -254,28 +264,28 @@ def test_format_seal_rejects_folder(tmp_path: Path, output_type: type[Output]) -
     ],
 )
 def test_suffix_picks_format(tmp_path: Path, name: str, output_type: type[Output]) -> None:
-    output = sa.outputs.from_path(tmp_path / name)
+    output = from_path(tmp_path / name)
 
     assert type(output) is output_type
 
 
 def test_format_by_name(tmp_path: Path) -> None:
-    output = sa.outputs.make_output(tmp_path / "rows.data", format="arrow", compression="zstd")
+    output = sa.make_output(tmp_path / "rows.data", format="arrow", compression="zstd")
 
     assert type(output) is ArrowIpc
     assert output.compression == "zstd"
 
 
 def test_unknown_format_name(tmp_path: Path) -> None:
-    with pytest.raises(sa.outputs.FormatError, match="unknown output format 'xml'; use one of jsonl, json, csv"):
-        sa.outputs.make_output(tmp_path / "rows.xml", format="xml")
+    with pytest.raises(FormatError, match="unknown output format 'xml'; use one of jsonl, json, csv"):
+        sa.make_output(tmp_path / "rows.xml", format="xml")
 
 
 def test_registry_rejects_taken_name() -> None:
     class Other(JsonLines):
         format = "csv"
 
-    with pytest.raises(sa.outputs.FormatError, match="'csv' is already registered by syncagg.outputs.csvfile.Csv"):
+    with pytest.raises(FormatError, match="'csv' is already registered by syncagg.outputs.csvfile.Csv"):
         sa.register_format(Other)
 
 
