@@ -507,6 +507,24 @@ def test_parquet_naive_and_aware_rejected(tmp_path: Path) -> None:
     output.discard()
 
 
+def test_parquet_zones_share_column(tmp_path: Path) -> None:
+    path = tmp_path / "rows.parquet"
+    plus_two = datetime.timezone(datetime.timedelta(hours=2))
+    output = Parquet(path)
+    output.open(None)
+    output.write([{"t": datetime.datetime(2024, 1, 1, 12, tzinfo=plus_two)}])
+    output.commit()
+    output.write([{"t": datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.UTC)}])
+    output.finish()
+
+    table = pq.read_table(path)
+    assert table.schema == pa.schema([("t", pa.timestamp("us", tz="+02:00"))])
+    assert table.column("t").to_pylist() == [
+        datetime.datetime(2024, 1, 1, 10, tzinfo=datetime.UTC),
+        datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.UTC),
+    ]
+
+
 def test_parquet_non_str_key(tmp_path: Path) -> None:
     output = Parquet(tmp_path / "rows.parquet")
     output.open(None)

@@ -112,6 +112,7 @@ class TableConverter:
                 raise _Misfit()
             _check_declared_time_zones(table.schema, self.schema)
             return conform(table, self.schema)
+        table = _align_time_zones(table, self.schema)
         wider = unify([self.schema, table.schema])
         result = conform(table, wider)
         self.schema = wider
@@ -218,6 +219,22 @@ def _check_time_zones(table: pa.Table, rows: list[dict[str, Any]]) -> None:
                 raise _Misfit()
 
 
+def _align_time_zones(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast time-zone-aware columns to the zone of the same column in ``schema``.
+
+    The cast keeps each instant and changes only the zone it is shown in,
+    so datetimes in different zones can share one column.
+    """
+    for index, field in enumerate(table.schema):
+        position = schema.get_field_index(field.name)
+        if position < 0 or not pa.types.is_timestamp(field.type) or field.type.tz is None:
+            continue
+        expected = schema.field(position).type
+        if pa.types.is_timestamp(expected) and expected.tz is not None and expected != field.type:
+            table = table.set_column(index, field.with_type(expected), table.column(index).cast(expected))
+    return table
+
+
 def _check_declared_time_zones(inferred: pa.Schema, target: pa.Schema) -> None:
     """Raise ``_Misfit`` where naive datetimes meet a column with a time zone, or the reverse.
 
@@ -246,8 +263,9 @@ def _column_problem(value: Any, expected: pa.DataType | None, widen: bool) -> st
             "column either with a time zone or without one"
         )
     if widen:
+        aligned = _align_time_zones(pa.table({"x": inferred}), pa.schema([("x", expected)]))
         try:
-            unify([pa.schema([("x", expected)]), pa.schema([("x", inferred.type)])])
+            unify([pa.schema([("x", expected)]), aligned.schema])
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return f"does not fit {expected}, the type of earlier rows; {ONE_TYPE_FIX}"
         return None
