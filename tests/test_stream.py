@@ -140,7 +140,7 @@ def test_resume_delivers_unconsumed(tmp_path: Path) -> None:
 def test_strategy_error_raised_from_loop() -> None:
     aggregator = _aggregator(strategy=sa.Reduce(_fail_on_ten, 0))
     seen = []
-    with pytest.raises(sa.StrategyError, match=r"Reduce\(tests.test_stream._fail_on_ten\) raised ValueError: ten"):
+    with pytest.raises(sa.StrategyError, match=r"Reduce\(tests.test_stream._fail_on_ten, 0\) raised ValueError: ten"):
         for result in aggregator.stream(jobs.square, range(COUNT)):
             seen.append(result.job_id)
     assert 10 not in seen
