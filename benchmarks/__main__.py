@@ -33,7 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", const="quick", dest="mode",
-                      help="small sizes: the whole run takes under two minutes on 2 cores")
+                      help="small sizes: about two minutes for the whole run on 2 cores")
     size.add_argument("--tiny", action="store_const", const="tiny", dest="mode",
                       help="tiny sizes that only check the runner works; the figures mean nothing, "
                            "and the other modules' benchmarks are listed but not run")

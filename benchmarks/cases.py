@@ -104,7 +104,7 @@ def small_dicts() -> Workload:
         "Small dict results, summed and written to Parquet",
         "Each job returns a six-field dict; the parent adds up two fields and writes every row to one zstd Parquet file.",
         "results/s",
-        {"full": (10_000_000,), "quick": (100_000,), "tiny": (2_000,)},
+        {"full": (10_000_000,), "quick": (50_000,), "tiny": (2_000,)},
         (
             syncagg_variant("syncagg Reduce", jobs.small_row, make),
             *standard_peers(jobs.small_row, SMALL_CHUNK, sink),
@@ -145,7 +145,7 @@ def arrays() -> Workload:
         "Each job returns a 1 MiB float64 array; the parent adds each into one running total in place. "
         "ProcessPoolExecutor.map is iterated, not listed, since a list would hold every array.",
         "MiB/s",
-        {"full": (4096,), "quick": (128,), "tiny": (8,)},
+        {"full": (4096,), "quick": (64,), "tiny": (8,)},
         (
             syncagg_variant("syncagg Reduce", jobs.array_result, make),
             *iterating_peers(jobs.array_result, ARRAY_CHUNK, sink),
@@ -173,7 +173,7 @@ def formats() -> Workload:
         "Each job returns a six-field dict; the parent writes every row to a JSON Lines, a CSV and a Parquet "
         "file. The peers' loop buffers 65,536 rows and writes them with orjson, csv.writer and pyarrow.",
         "results/s",
-        {"full": (1_000_000,), "quick": (50_000,), "tiny": (2_000,)},
+        {"full": (1_000_000,), "quick": (30_000,), "tiny": (2_000,)},
         (syncagg_variant("syncagg, 3 outputs", jobs.small_row, make), *standard_peers(jobs.small_row, SMALL_CHUNK, sink)),
     )
 
@@ -191,7 +191,7 @@ def slow_consumer() -> Workload:
         "Each job returns a dict with 1 KiB of text; the consumer sleeps 1 ms every 50 results, so the "
         "workers produce faster than the parent consumes. Flat memory means the same peak at both sizes.",
         "results/s",
-        {"full": (100_000, 400_000), "quick": (5_000, 20_000), "tiny": (500, 1_000)},
+        {"full": (100_000, 400_000), "quick": (4_000, 16_000), "tiny": (500, 1_000)},
         (
             syncagg_variant("syncagg Stream", jobs.padded_row, make),
             *iterating_peers(jobs.padded_row, PADDED_CHUNK, sink),
@@ -216,7 +216,7 @@ def checkpoints(outputs: tuple[str, ...]) -> Workload:
         f"The small_dicts job on syncagg alone, {files}, with a checkpoint at the default interval (every "
         "30 s or 100,000 results, whichever comes first) and without a checkpoint file.",
         "results/s",
-        {"full": (2_000_000,), "quick": (200_000,), "tiny": (2_000,)},
+        {"full": (2_000_000,), "quick": (150_000,), "tiny": (2_000,)},
         (
             syncagg_variant("syncagg, default checkpoints", jobs.small_row, make(True)),
             syncagg_variant("syncagg, no checkpoint", jobs.small_row, make(False)),
@@ -241,7 +241,7 @@ def memory() -> Workload:
         "Each job returns a six-field dict and the parent adds up two fields. The peers that collect a "
         "list first keep every result until the run ends.",
         "results/s",
-        {"full": (1_000_000, 10_000_000), "quick": (50_000, 200_000), "tiny": (1_000, 2_000)},
+        {"full": (1_000_000, 10_000_000), "quick": (30_000, 120_000), "tiny": (1_000, 2_000)},
         (
             syncagg_variant("syncagg Reduce", row, reduce),
             syncagg_variant("syncagg Stream", row, stream),
