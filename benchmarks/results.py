@@ -179,8 +179,8 @@ def checkpoint_targets(rows: Iterable[Row]) -> list[str]:
     if len(lines) == 2:
         lines.append(
             "The two checkpoint workloads differ only in the Parquet output, so their difference is the "
-            "output's share of a checkpoint: at each one the Parquet writer closes its part file and fsyncs "
-            "it, and at the end of the run it merges the parts into one file."
+            "output's share of a checkpoint. At each checkpoint the Parquet writer closes its part file and "
+            "fsyncs it, and at the end of the run it merges the parts into one file."
         )
     return lines
 
