@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import pickle
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ import psutil
 import pytest
 
 from tests import combine_jobs
+from tests.checkpoints import done_jobs
 from tests.combine_resumable_run import COMBINER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,20 +29,7 @@ def _start(out: Path, mode: str) -> subprocess.Popen[bytes]:
 
 
 def _done_jobs(out: Path) -> int:
-    path = out / "run.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            row = db.execute("SELECT value FROM syncagg WHERE key = 'done'").fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
-    if row is None:
-        return 0
-    return sum(stop - start for start, stop in pickle.loads(row[0]))
+    return done_jobs(out / "run.sqlite")
 
 
 def _kill_after_checkpoint(out: Path, process: subprocess.Popen[bytes], at_least: int) -> None:

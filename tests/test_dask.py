@@ -12,9 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import pickle
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ import pytest
 
 import syncagg as sa
 from tests import dask_resumable_run, jobs
+from tests.checkpoints import done_jobs
 from tests.conftest import Lasting
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,28 +233,13 @@ def test_in_flight_bounded(client: distributed.Client) -> None:
     assert max(in_flight) == 4
 
 
-def _done_jobs(checkpoint: Path) -> int:
-    """Count the jobs a live run's checkpoint records as done; 0 before the first one."""
-    if not checkpoint.exists():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{checkpoint}?mode=ro", uri=True, timeout=1)
-        try:
-            row = db.execute("SELECT value FROM syncagg WHERE key = 'done'").fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
-    if row is None:
-        return 0
-    return sum(stop - start for start, stop in pickle.loads(row[0]))
 
 
 def test_resume_after_kill(tmp_path: Path, client: distributed.Client) -> None:
     command = [sys.executable, "-m", "tests.dask_resumable_run", str(tmp_path), str(RESUME_COUNT)]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while _done_jobs(tmp_path / "run.sqlite") < 100:
+    while done_jobs(tmp_path / "run.sqlite") < 100:
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         assert time.monotonic() < deadline, "the run recorded no checkpoint of 100 jobs within 60 s"
         time.sleep(0.02)

@@ -1,12 +1,10 @@
-"""Resuming after a real kill: every output holds each record exactly once."""
+"""Resuming after a real kill: every output contains each record exactly once."""
 
 from __future__ import annotations
 
 import csv
 import json
-import pickle
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +14,8 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from tests.checkpoints import done_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNT = 600
@@ -31,20 +31,7 @@ def _start(out: Path) -> subprocess.Popen[bytes]:
 
 
 def _done_jobs(out: Path) -> int:
-    path = out / "run.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            row = db.execute("SELECT value FROM syncagg WHERE key = 'done'").fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
-    if row is None:
-        return 0
-    return sum(stop - start for start, stop in pickle.loads(row[0]))
+    return done_jobs(out / "run.sqlite")
 
 
 def _wait_for_checkpoint(out: Path, process: subprocess.Popen[bytes], at_least: int) -> None:
