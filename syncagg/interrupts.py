@@ -1,7 +1,7 @@
 """Waiting for the collector thread while Ctrl-C and SIGTERM turn into a stop.
 
 Ctrl-C raises ``KeyboardInterrupt`` in the caller's thread as usual; the wait
-catches it, asks the run loop to stop (no new jobs go out, jobs in flight get
+catches it, requests a stop from the run loop (no new jobs go out, jobs in flight get
 ``stop_timeout`` seconds to finish, then the workers stop and a last
 checkpoint is written) and raises it again. SIGTERM only sets a flag and asks the loop to
 stop, because an exception raised from a signal handler can surface at any

@@ -125,7 +125,7 @@ class WorkerPool:
         return Slot(index, process, task_writer, result_reader, ring)
 
     def replace(self, slot: Slot) -> Slot:
-        """Start a new worker in the slot of one that exited."""
+        """Start a new worker in the slot of a worker that exited."""
         slot.process.join()
         slot.process.close()
         slot.tasks.close()

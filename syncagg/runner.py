@@ -123,7 +123,7 @@ class RunLoop:
             self.collector.progress.tick()
 
     def _draining(self) -> bool:
-        """Whether a stop still waits for jobs in flight to come back."""
+        """Return whether a stop still waits for jobs in flight to come back."""
         if self._drain_until is None or not self.dispatcher.in_flight:
             return False
         return time.monotonic() < self._drain_until

@@ -20,7 +20,7 @@ __all__ = ["Sink", "Source"]
 
 
 class Sink(Protocol):
-    """What a source reports to: the run loop."""
+    """The receiver of a source's results: the run loop."""
 
     def add_batch(self, slot: int, batch: ResultBatch) -> None:
         """Collect results of consecutive jobs of one slot, in the order they were sent."""

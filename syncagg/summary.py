@@ -1,4 +1,4 @@
-"""What a run reports when it ends."""
+"""The run summary that ``Aggregator.run`` returns."""
 
 from __future__ import annotations
 
