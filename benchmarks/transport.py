@@ -10,8 +10,9 @@ the peers, with the same job function and the same consumer:
   result (``time.process_time`` of the parent, every thread included).
 - ``large``: each job returns a float64 array of 1 MiB or 16 MiB and the
   consumer reads one element. Reported: GB/s of array data, and next to it
-  the single-thread copy bandwidth into reused memory
-  (``numpy.copyto`` into a preallocated array), measured in the same run.
+  the single-thread copy bandwidth into reused memory (``numpy.copyto`` of
+  consecutive pieces of a source larger than the caches into one
+  preallocated array), measured in the same run.
 
 Every run includes starting and stopping the library's processes. Each
 figure is the median of ``--runs`` runs, and each round runs every library
@@ -307,15 +308,26 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def memcpy_bandwidth(length: int, repeat: int = 20) -> float:
-    """Return the median GB/s of ``numpy.copyto`` of ``length`` float64 into a reused array."""
-    source = np.full(length, 1.0)
+# Larger than the last-level cache of the machines this runs on, so that
+# the copy reads memory, as the parent does with arrays a worker wrote.
+_MEMCPY_SOURCE_BYTES = 256 * 1024 * 1024
+
+
+def memcpy_bandwidth(length: int, repeat: int = 5) -> float:
+    """Return the median GB/s of ``numpy.copyto`` of ``length`` float64 into a reused array.
+
+    The arrays copied are consecutive pieces of a source larger than the
+    caches, so the figure is the bandwidth of memory, not of a cache that
+    contains one array copied again and again.
+    """
+    pieces = max(1, _MEMCPY_SOURCE_BYTES // (length * 8))
+    source = np.arange(pieces * length, dtype=np.float64).reshape(pieces, length)
     target = np.empty(length)
-    np.copyto(target, source)
     samples = []
     for _ in range(repeat):
         began = time.perf_counter()
-        np.copyto(target, source)
+        for piece in source:
+            np.copyto(target, piece)
         samples.append(source.nbytes / (time.perf_counter() - began) / _GB)
     return statistics.median(samples)
 

@@ -202,8 +202,41 @@ class Dispatcher:
 
     def complete(self, slot: int, job_ids: Sequence[int]) -> list[Segment]:
         """Mark the next ``len(job_ids)`` jobs of a worker done; return where they lie."""
+        segments = self._take(slot, len(job_ids))
+        first = segments[0]
+        if first.chunk.job_ids[first.start] != job_ids[0]:
+            raise RuntimeError(
+                f"worker {slot} returned job {job_ids[0]} where job "
+                f"{first.chunk.job_ids[first.start]} was expected"
+            )
+        return segments
+
+    def fail_next(self, slot: int, count: int, pid: int, error: JobError) -> list[JobResult]:
+        """Fail a worker's next ``count`` jobs, whose results arrived but cannot be read."""
+        failed = [
+            JobResult(
+                job_id=segment.chunk.job_ids[i],
+                key=self.key(segment.chunk.items[i]),
+                status=Status.FAILED,
+                value=None,
+                error=error,
+                worker_pid=pid,
+                started=0.0,
+                finished=0.0,
+                attempts=segment.chunk.attempts[i],
+            )
+            for segment in self._take(slot, count)
+            for i in range(segment.start, segment.stop)
+        ]
+        logger.warning(
+            "%d jobs failed because their results do not unpickle in the parent: %s",
+            len(failed), ", ".join(str(result.job_id) for result in failed[:10]),
+        )
+        return failed
+
+    def _take(self, slot: int, count: int) -> list[Segment]:
+        """Count the next ``count`` jobs of a worker as returned; return where they lie."""
         chunks = self._chunks[slot]
-        count = len(job_ids)
         self._in_flight[slot] -= count
         segments = []
         while count:
@@ -214,13 +247,6 @@ class Dispatcher:
             count -= take
             if chunk.done == len(chunk.items):
                 chunks.popleft()
-
-        first = segments[0]
-        if first.chunk.job_ids[first.start] != job_ids[0]:
-            raise RuntimeError(
-                f"worker {slot} returned job {job_ids[0]} where job "
-                f"{first.chunk.job_ids[first.start]} was expected"
-            )
         return segments
 
     def observe(self, started: Sequence[float], finished: Sequence[float]) -> None:

@@ -13,7 +13,8 @@ import contextlib
 import logging
 import multiprocessing
 import pickle
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -33,9 +34,9 @@ from syncagg.segments import (
     unlink_segment,
 )
 from syncagg.transport import ResultBatch, decode_message, refers_to_ring
-from syncagg.worker import SPACE_MESSAGE, WorkerSpec, worker_main
+from syncagg.worker import SPACE_MESSAGE, STOP_SIGNALS, WorkerSpec, worker_main
 
-__all__ = ["Slot", "WorkerPool"]
+__all__ = ["Slot", "UndecodableBatch", "WorkerPool"]
 
 logger = logging.getLogger("syncagg.pool")
 
@@ -114,7 +115,8 @@ class WorkerPool:
             name=f"syncagg-worker-{index}",
             daemon=True,
         )
-        process.start()
+        with _stop_signals_blocked():
+            process.start()
 
         # The child has its own copies now; closing ours lets a pipe report
         # end-of-file when the child dies.
@@ -139,31 +141,36 @@ class WorkerPool:
         return new
 
     def read(self, slot: Slot, descriptor: tuple[Any, ...]) -> ResultBatch:
-        """Decode the batch that a descriptor points to and free its bytes."""
+        """Decode the batch that a descriptor points to and free its bytes.
+
+        Raises ``UndecodableBatch`` if the batch does not unpickle here; its
+        bytes are freed all the same, so the worker goes on.
+        """
         kind = descriptor[0]
         if kind == "ring":
-            _, start, end, _count = descriptor
-            with slot.ring.view(start, end) as view:
-                batch = _decode(view, slot)
-            self._release(slot, end)
-            return batch  # type: ignore[no-any-return]
+            _, start, end, count = descriptor
+            try:
+                with slot.ring.view(start, end) as view:
+                    return _decode(view, slot, count)
+            finally:
+                self._release(slot, end)
 
-        _, name, size, _count, release = descriptor
+        _, name, size, count, release = descriptor
         segment = attach_segment(name)
         try:
             with segment.buf[:size] as view:
-                batch = _decode(view, slot)
+                return _decode(view, slot, count)
         finally:
             segment.close()
             segment.unlink()
-        if release:
-            # The arrays in the ring that the segment's message referred to.
-            self._release(slot, release)
-        return batch  # type: ignore[no-any-return]
+            # The arrays in the ring that the segment's message referred to;
+            # the wake-up also ends the wait of a worker whose next segment waits for this one to go.
+            self._release(slot, release, wake=True)
 
-    def _release(self, slot: Slot, end: int) -> None:
-        slot.ring.release_to(end)
-        if slot.ring.worker_waits():
+    def _release(self, slot: Slot, end: int, wake: bool = False) -> None:
+        if end:
+            slot.ring.release_to(end)
+        if wake or slot.ring.worker_waits():
             _wake(slot)
 
     def check_start(self, slot: Slot) -> None:
@@ -234,12 +241,44 @@ class WorkerPool:
         slot.ring.release()
 
 
-def _decode(view: memoryview, slot: Slot) -> Any:
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Hold back SIGINT and SIGTERM in this thread while a worker starts.
+
+    A forked or spawned child inherits the mask, so a Ctrl-C that reaches the
+    process group before ``worker_main`` ignores these signals waits instead
+    of interrupting the child's start, where it could leave a lock held. The
+    worker unblocks them once it ignores them; here, a signal that arrived
+    meanwhile is delivered when the mask is restored.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class UndecodableBatch(Exception):
+    """A batch of results that pickled in the worker does not unpickle in the parent.
+
+    ``count`` is the number of results in the batch: the worker's next
+    ``count`` jobs, in the order they were sent.
+    """
+
+    def __init__(self, count: int, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__qualname__}: {cause}")
+        self.count = count
+
+
+def _decode(view: memoryview, slot: Slot, count: int) -> Any:
     # The ring reader is passed only when the message needs it, so that a
     # wrapper of decode_message that takes the view alone keeps working.
-    if refers_to_ring(view):
-        return decode_message(view, slot.ring.view)
-    return decode_message(view)
+    try:
+        if refers_to_ring(view):
+            return decode_message(view, slot.ring.view)
+        return decode_message(view)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error fails the batch's jobs
+        raise UndecodableBatch(count, exc) from exc
 
 
 def _wake(slot: Slot) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from syncagg.dispatcher import Started, Chunk, Dispatcher
 from syncagg.worker import BAD_INPUT_EXIT
-from syncagg.pool import Slot, WorkerPool
+from syncagg.pool import Slot, UndecodableBatch, WorkerPool
 from syncagg.records import JobError, JobResult, Status
 from syncagg.source import Sink, Source
 
@@ -56,7 +56,7 @@ class ProcessSource(Source):
             if slot.index in exited:
                 continue
             if is_result_pipe:
-                self._receive(slot, sink)
+                self._receive(slot, dispatcher, sink)
             else:
                 exited.add(slot.index)
                 self._worker_exited(slot, dispatcher, sink)
@@ -75,7 +75,7 @@ class ProcessSource(Source):
     def close(self) -> None:
         self.pool.close()
 
-    def _receive(self, slot: Slot, sink: Sink) -> None:
+    def _receive(self, slot: Slot, dispatcher: Dispatcher, sink: Sink) -> None:
         """Handle every message waiting on a worker's result pipe; never blocks."""
         conn: Connection = slot.results
         try:
@@ -83,11 +83,14 @@ class ProcessSource(Source):
                 message = conn.recv()
                 if message[0] == "ready":
                     slot.ready = True
-                else:
+                    continue
+                try:
                     sink.add_batch(slot.index, self.pool.read(slot, message))
-                    # A worker that waited for ring space was not running a job
-                    # meanwhile, so its clock starts again.
-                    self._running.pop(slot.index, None)
+                except UndecodableBatch as exc:
+                    sink.add_failures(_undecodable(slot, exc, dispatcher))
+                # A worker that waited for ring space was not running a job
+                # meanwhile, so its clock starts again.
+                self._running.pop(slot.index, None)
         except (EOFError, OSError):
             # The worker is gone; its sentinel reports it.
             return
@@ -108,7 +111,7 @@ class ProcessSource(Source):
 
     def _worker_exited(self, slot: Slot, dispatcher: Dispatcher, sink: Sink, timed_out: bool = False) -> None:
         """Collect what a dead worker sent, settle its jobs and start a replacement."""
-        self._receive(slot, sink)
+        self._receive(slot, dispatcher, sink)
         self.pool.check_start(slot)
         slot.process.join()
         self._running.pop(slot.index, None)
@@ -202,3 +205,14 @@ def _unpicklable(job_id: int, key: str, item: Any, attempts: int, exc: Exception
         finished=0.0,
         attempts=attempts,
     )
+
+
+def _undecodable(slot: Slot, exc: UndecodableBatch, dispatcher: Dispatcher) -> list[JobResult]:
+    pid = slot.process.pid or 0
+    message = (
+        f"the result pickled in worker {pid} but does not unpickle in the parent ({exc}); "
+        "every job of its batch fails with it. Return plain data (dicts, lists, numbers, "
+        "strings, numpy arrays), or make the type importable in the parent"
+    )
+    error = JobError("syncagg.UndecodableResult", message)
+    return dispatcher.fail_next(slot.index, exc.count, pid, error)

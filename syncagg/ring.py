@@ -193,24 +193,35 @@ class RingWriter:
         if self._has_space(end):
             return
 
-        began = time.perf_counter()
         # The head at which the message fits: ``end - capacity`` frees enough
-        # bytes, and ``tail`` drains the region (see _has_space).
-        wanted = min(end - self.capacity, self.tail)
+        # bytes, and ``tail`` drains the region (see _has_space). The parent
+        # wakes the worker once it has released up to there.
+        self._wanted[0] = min(end - self.capacity, self.tail) + 1
+        try:
+            self.wait_until(lambda: self._has_space(end), alive)
+        finally:
+            self._wanted[0] = 0
+
+    def wait_until(self, ready: Callable[[], bool], alive: Callable[[], bool]) -> None:
+        """Wait until ``ready()`` is true; the parent's wake-ups end a wait early.
+
+        Raises ``ConnectionError`` if ``alive()`` turns false meanwhile. The
+        time spent counts as a stall.
+        """
+        began = time.perf_counter()
         timeout = 0.0001
-        while not self._has_space(end):
+        while not ready():
             if not alive():
                 raise ConnectionError("the parent process is gone")
             if self._space is None:
                 time.sleep(timeout)
             else:
+                # Cleared before the check, so a wake-up after it is not lost.
                 self._space.clear()
-                self._wanted[0] = wanted + 1
-                if self._has_space(end):
+                if ready():
                     break
                 self._space.wait(timeout)
             timeout = min(timeout * 2, _MAX_SLEEP)
-        self._wanted[0] = 0
         self.stall_seconds += time.perf_counter() - began
 
     def _head(self) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "new_run_prefix",
     "purge_stale_segments",
     "remove_segments",
+    "segment_exists",
     "unlink_segment",
 ]
 
@@ -61,6 +62,11 @@ def attach_segment(name: str) -> shared_memory.SharedMemory:
     if _TRACK_ARGUMENT:
         return shared_memory.SharedMemory(name, track=False)  # type: ignore[call-arg]
     return shared_memory.SharedMemory(name)
+
+
+def segment_exists(name: str) -> bool:
+    """Return whether a segment of this name is still linked."""
+    return os.path.exists(os.path.join(SHM_DIR, name))
 
 
 def unlink_segment(name: str) -> bool:

@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import copyreg
 import io
+import itertools
 import pickle
 import struct
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Iterable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,16 +82,42 @@ class ResultBatch:
         return (ResultBatch, fields)
 
 
-def estimate_size(value: Any) -> int:
-    """Estimate the encoded size of a value cheaply, without pickling it."""
+# Estimated encoded sizes of common scalar types, looked up before any test.
+SCALAR_SIZES: dict[type, int] = {int: 16, float: 16, bool: 8, type(None): 4}
+
+
+def estimate_size(value: Any, depth: int = 2) -> int:
+    """Estimate the encoded size of a value cheaply, without pickling it.
+
+    Dicts, lists and tuples are sized ``depth`` levels deep, so a row that
+    contains an array or a long string counts with it. Deeper levels count
+    32 bytes an item. Of a long container only the first items are sized,
+    and their mean is taken for the rest.
+    """
+    scalar = SCALAR_SIZES.get(type(value))
+    if scalar is not None:
+        return scalar
     if isinstance(value, (bytes, bytearray, str)):
         return len(value) + 16
     nbytes = getattr(value, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes + 128
     if isinstance(value, dict):
-        return 16 + 48 * len(value)
+        return 16 + _estimate_items(value.values(), len(value), depth, 32)
+    if isinstance(value, (list, tuple)):
+        return 16 + _estimate_items(value, len(value), depth, 0)
     return 32
+
+
+_SAMPLED_ITEMS = 64
+
+
+def _estimate_items(items: Iterable[Any], count: int, depth: int, overhead: int) -> int:
+    if depth == 0 or count == 0:
+        return count * (overhead + 32)
+    sample = list(itertools.islice(items, _SAMPLED_ITEMS))
+    sized = sum(overhead + estimate_size(item, depth - 1) for item in sample)
+    return sized * count // len(sample)
 
 
 def _aligned(n: int) -> int:

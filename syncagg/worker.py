@@ -29,7 +29,7 @@ from syncagg import sharedarray
 from syncagg.combiners import Combiner
 from syncagg.folding import BatchFolder
 from syncagg.ring import RingWriter
-from syncagg.segments import attach_segment, create_segment
+from syncagg.segments import attach_segment, create_segment, segment_exists
 from syncagg.transport import (
     EncodedMessage,
     ResultBatch,
@@ -38,7 +38,7 @@ from syncagg.transport import (
     estimate_size,
 )
 
-__all__ = ["SPACE_MESSAGE", "WorkerSpec", "worker_main"]
+__all__ = ["SPACE_MESSAGE", "STOP_SIGNALS", "WorkerSpec", "worker_main"]
 
 logger = logging.getLogger("syncagg.worker")
 
@@ -48,6 +48,9 @@ BAD_INPUT_EXIT = 71
 
 # Sent on the task pipe when the parent released space that the worker waits for.
 SPACE_MESSAGE = "space"
+
+# The signals that stop a run: the parent handles them, workers ignore them.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 # Job ids (a range for fresh inputs) and the inputs, in the same order.
 _Chunk = tuple[range | list[int], list[Any]]
@@ -79,6 +82,9 @@ def worker_main(spec: WorkerSpec) -> None:
     # job that the parent's stop would let finish; the parent kills workers
     # with SIGKILL when it has to.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The parent blocked both while it started this process; once ignored,
+    # they can be let through, and jobs see the mask they expect.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     parent = os.getppid()
 
     def alive() -> bool:
@@ -234,13 +240,6 @@ def _fold_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sende
         sender.add(job_id, value, started, time.time(), error)
 
 
-# Estimated encoded sizes of common result types, so that most values are
-# not inspected one by one.
-_SIZES: dict[type, int] = {int: 16, float: 16, bool: 8, type(None): 4}
-
-
-def _estimate(value: Any) -> int:
-    return _SIZES.get(type(value)) or estimate_size(value)
 
 
 def _type_name(exc: BaseException) -> str:
@@ -261,6 +260,7 @@ class BatchSender:
         self.latency = spec.batch_latency
         self._prefix = f"{spec.segment_prefix}w{os.getpid()}-"
         self._segments = 0
+        self._last_segment: str | None = None
         self.folder = None if spec.combiner is None else BatchFolder(spec.combiner)
         # (position, bytes, address) of each array that allocate reserved for
         # the pending batch; only the thread that runs jobs may allocate.
@@ -300,7 +300,7 @@ class BatchSender:
         """
         values = self.batch.values
         added = len(values) - self.checked
-        estimate = _estimate(values[-1]) if values else 1
+        estimate = estimate_size(values[-1]) if values else 1
         self.size += added * estimate
         self.checked = len(values)
         # A job slower than the latency bound passes the deadline on its own,
@@ -371,7 +371,13 @@ class BatchSender:
         # leave free: a segment of its own, which the parent unlinks after
         # reading, so it never waits for ring space that cannot exist. The
         # parent frees the arrays' bytes up to ``release`` after reading it.
+        # One such segment at a time: the next waits until the parent has read
+        # the last, which keeps shared memory bounded when every result is large.
+        last = self._last_segment
+        if last is not None:
+            self._ring.wait_until(lambda: not segment_exists(last), self._alive)
         name = f"{self._prefix}{self._segments}"
+        self._last_segment = name
         self._segments += 1
         segment = create_segment(name, message.size)
         try:

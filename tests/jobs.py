@@ -152,6 +152,11 @@ def identity(x: Any) -> Any:
     return x
 
 
+def unloadable_on_3(x: int) -> Any:
+    """Return ``x``, except an object that cannot be unpickled for input 3."""
+    return Unloadable() if x == 3 else x
+
+
 def fork_then_die(item: tuple[str, int]) -> int:
     """On input 3, fork a child that sleeps and record its pid, then SIGKILL the worker."""
     folder, x = item
@@ -163,3 +168,9 @@ def fork_then_die(item: tuple[str, int]) -> int:
         Path(folder, "grandchild").write_text(str(child))
         os.kill(os.getpid(), signal.SIGKILL)
     return x
+
+
+def signal_masks(_: Any) -> dict[str, int]:
+    """Return this process's blocked and ignored signal masks from /proc."""
+    fields = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)
+    return {"blocked": int(fields["SigBlk"], 16), "ignored": int(fields["SigIgn"], 16)}

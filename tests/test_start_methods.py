@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,17 @@ def test_nested_function_rejected() -> None:
 
     with pytest.raises(TypeError, match="not a lambda or a nested function"):
         _aggregator("fork").run(double, INPUTS)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_workers_ignore_stop_signals(start_method: str) -> None:
+    stop_bits = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+
+    summary = _aggregator(start_method).run(jobs.signal_masks, range(4))
+
+    assert summary.counts["ok"] == 4
+    for masks in summary.value:
+        assert masks["ignored"] & stop_bits == stop_bits
+        assert masks["blocked"] & stop_bits == 0
+    # The parent's own mask is back as it was after starting the workers.
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()

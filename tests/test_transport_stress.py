@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter, defaultdict
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import syncagg as sa
+from syncagg.segments import SHM_DIR
 from tests import transport_jobs
 
 _MiB = 1024 * 1024
@@ -57,3 +59,35 @@ def test_random_sizes_arrive_once_in_order() -> None:
     assert len(by_worker) >= 4
     for pid, job_ids in by_worker.items():
         assert job_ids == sorted(job_ids), f"worker {pid} results out of order"
+
+
+def _one_off_segments(prefix: str) -> list[str]:
+    return [name for name in os.listdir(SHM_DIR) if name.startswith(prefix) and not name.endswith("ring")]
+
+
+@pytest.mark.timeout(60)
+def test_oversized_results_wait_for_consumer() -> None:
+    # Each row is four times a region: it travels in a segment of its own.
+    # A worker writes its next such segment only after the parent has read
+    # the last, so with a slow consumer each worker keeps at most one segment in shared memory.
+    prefix = f"syncagg-{os.getpid()}-"
+    seen: list[int] = []
+    largest = 0
+
+    def consume(result: sa.JobResult) -> None:
+        nonlocal largest
+        time.sleep(0.05)
+        largest = max(largest, len(_one_off_segments(prefix)))
+        value = result.value
+        assert value["data"] == bytes([value["x"] % 256]) * (4 * _MiB)
+        seen.append(value["x"])
+
+    aggregator = sa.Aggregator(
+        strategy=sa.Stream(consume), workers=2, progress=False, ring_size=2 * _MiB, chunksize=4
+    )
+    summary = aggregator.run(transport_jobs.big_row, range(16))
+
+    assert summary.counts["ok"] == 16
+    assert sorted(seen) == list(range(16))
+    # One segment per worker waits to be read; the one being read is unlinked after.
+    assert 1 <= largest <= 2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 
 import syncagg as sa
 from tests import jobs
@@ -235,6 +236,27 @@ def test_input_that_fails_to_load_fails_its_job() -> None:
     assert failure.job_id == 2
     assert failure.error is not None
     assert "could not unpickle the inputs it was sent" in failure.error.message
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 1 << 20])
+def test_result_that_fails_to_load_fails_its_batch(batch_bytes: int) -> None:
+    aggregator = sa.Aggregator(
+        strategy=sa.Collect(), workers=2, progress=False, chunksize=1, batch_bytes=batch_bytes
+    )
+    summary = aggregator.run(jobs.unloadable_on_3, range(8))
+
+    failed = {failure.job_id for failure in summary.failures}
+    assert 3 in failed
+    assert sorted(summary.value) == sorted(set(range(8)) - failed)
+    assert summary.counts == {**summary.counts, "ok": 8 - len(failed), "failed": len(failed)}
+    for failure in summary.failures:
+        assert failure.error is not None
+        assert failure.error.type == "syncagg.UndecodableResult"
+        assert "does not unpickle in the parent" in failure.error.message
+        assert "this input cannot be rebuilt in a worker" in failure.error.message
+    if batch_bytes == 1:
+        # One result per batch: only the job whose result does not load fails.
+        assert failed == {3}
 
 
 def test_death_noticed_while_fork_lives(tmp_path: Path) -> None:

@@ -78,3 +78,8 @@ def stress_payload(x: int) -> Any:
     out = sa.shared_array(len(data), np.uint8)
     out[:] = np.frombuffer(data, dtype=np.uint8)
     return out
+
+
+def big_row(x: int) -> dict[str, Any]:
+    """Return a row that holds 4 MiB of bytes, all equal to ``x % 256``."""
+    return {"x": x, "data": bytes([x % 256]) * (4 * 1024 * 1024)}
