@@ -91,7 +91,6 @@ if TYPE_CHECKING:
         TopK,
     )
     from syncagg.deadletters import DeadLetter
-    from syncagg.executors import Threads
     from syncagg.errors import (
         CheckpointError,
         CheckpointMismatchError,
@@ -102,6 +101,7 @@ if TYPE_CHECKING:
         SyncaggError,
         WorkerStartError,
     )
+    from syncagg.executors import Threads
     from syncagg.memory import MemoryLimitError
     from syncagg.outputs.arrowipc import ArrowIpc
     from syncagg.outputs.base import Output, RejectedRow, RowError

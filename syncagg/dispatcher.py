@@ -82,7 +82,7 @@ def default_key(item: Any) -> str:
     if isinstance(item, str):
         return item
     if isinstance(item, os.PathLike):
-        return os.fspath(item)  # type: ignore[return-value]
+        return str(os.fspath(item))
     text = repr(item)
     return text if len(text) <= 200 else text[:197] + "..."
 

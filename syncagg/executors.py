@@ -68,11 +68,11 @@ def run_chunk(
     """
     batch = ResultBatch(os.getpid())
     folder = None if combiner is None else BatchFolder(combiner)
-    for index, (job_id, item) in enumerate(zip(job_ids, items)):
+    for index, (job_id, item) in enumerate(zip(job_ids, items, strict=True)):
         started = time.time()
         try:
             value = fn(item)
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the job fails, the thread goes on
             value = None
             batch.errors[index] = error_tuple(exc)
         else:

@@ -78,7 +78,7 @@ class JobRanges:
 
     def to_ranges(self) -> list[tuple[int, int]]:
         """Return the ids as sorted half-open ``(start, stop)`` ranges."""
-        return list(zip(self._starts, self._stops))
+        return list(zip(self._starts, self._stops, strict=True))
 
     @classmethod
     def from_ranges(cls, ranges: Iterable[tuple[int, int]]) -> JobRanges:

@@ -31,6 +31,7 @@ from syncagg.segments import (
     create_segment,
     new_run_prefix,
     remove_segments,
+    segment_buffer,
     unlink_segment,
 )
 from syncagg.transport import ResultBatch, decode_message, refers_to_ring
@@ -122,7 +123,7 @@ class WorkerPool:
         # end-of-file when the child dies.
         task_reader.close()
         result_writer.close()
-        ring = RingReader(self._segment.buf, index, self._region_bytes)
+        ring = RingReader(segment_buffer(self._segment), index, self._region_bytes)
         logger.debug("started worker %d with pid %s", index, process.pid)
         return Slot(index, process, task_writer, result_reader, ring)
 
@@ -158,7 +159,7 @@ class WorkerPool:
         _, name, size, count, release = descriptor
         segment = attach_segment(name)
         try:
-            with segment.buf[:size] as view:
+            with segment_buffer(segment)[:size] as view:
                 return _decode(view, slot, count)
         finally:
             segment.close()
@@ -270,13 +271,15 @@ class UndecodableBatch(Exception):
         self.count = count
 
 
-def _decode(view: memoryview, slot: Slot, count: int) -> Any:
+def _decode(view: memoryview, slot: Slot, count: int) -> ResultBatch:
     # The ring reader is passed only when the message needs it, so that a
     # wrapper of decode_message that takes the view alone keeps working.
     try:
         if refers_to_ring(view):
-            return decode_message(view, slot.ring.view)
-        return decode_message(view)
+            batch: ResultBatch = decode_message(view, slot.ring.view)
+        else:
+            batch = decode_message(view)
+        return batch
     except Exception as exc:  # noqa: BLE001 - any unpickling error fails the batch's jobs
         raise UndecodableBatch(count, exc) from exc
 

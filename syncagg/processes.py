@@ -9,11 +9,11 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from syncagg.dispatcher import Started, Chunk, Dispatcher
-from syncagg.worker import BAD_INPUT_EXIT
+from syncagg.dispatcher import Chunk, Dispatcher, Started
 from syncagg.pool import Slot, UndecodableBatch, WorkerPool
 from syncagg.records import JobError, JobResult, Status
 from syncagg.source import Sink, Source
+from syncagg.worker import BAD_INPUT_EXIT
 
 __all__ = ["ProcessSource"]
 
@@ -119,7 +119,7 @@ class ProcessSource(Source):
         code = slot.process.exitcode
         # The worker is gone, so these fields no longer change.
         running = slot.ring.running_job()
-        started = slot.ring.started_job()
+        started: int | None | Started = slot.ring.started_job()
         if timed_out:
             cause = f"was killed because its job ran longer than the {self.timeout:g} s timeout"
         elif code is not None and code < 0:

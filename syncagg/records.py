@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["JobError", "JobResult", "Status"]
 
 
-class Status(str, enum.Enum):
+class Status(str, enum.Enum):  # noqa: UP042 - str() gives "Status.OK", which StrEnum would change
     """Final status of a job."""
 
     OK = "ok"

@@ -34,6 +34,7 @@ __all__ = [
     "new_run_prefix",
     "purge_stale_segments",
     "remove_segments",
+    "segment_buffer",
     "segment_exists",
     "unlink_segment",
 ]
@@ -62,6 +63,14 @@ def attach_segment(name: str) -> shared_memory.SharedMemory:
     if _TRACK_ARGUMENT:
         return shared_memory.SharedMemory(name, track=False)  # type: ignore[call-arg]
     return shared_memory.SharedMemory(name)
+
+
+def segment_buffer(segment: shared_memory.SharedMemory) -> memoryview:
+    """Return the mapped bytes of an open segment."""
+    buffer = segment.buf
+    if buffer is None:
+        raise ValueError(f"the shared-memory segment {segment.name!r} is closed")
+    return buffer
 
 
 def segment_exists(name: str) -> bool:

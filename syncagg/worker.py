@@ -29,7 +29,7 @@ from syncagg import sharedarray
 from syncagg.combiners import Combiner
 from syncagg.folding import BatchFolder
 from syncagg.ring import RingWriter
-from syncagg.segments import attach_segment, create_segment, segment_exists
+from syncagg.segments import attach_segment, create_segment, segment_buffer, segment_exists
 from syncagg.transport import (
     EncodedMessage,
     ResultBatch,
@@ -92,7 +92,7 @@ def worker_main(spec: WorkerSpec) -> None:
 
     segment = attach_segment(spec.ring_name)
     space = threading.Event()
-    ring = RingWriter(segment.buf, spec.slot, spec.capacity, spec.start, space)
+    ring = RingWriter(segment_buffer(segment), spec.slot, spec.capacity, spec.start, space)
     sender = BatchSender(ring, spec, alive)
     tasks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
     reader = threading.Thread(
@@ -381,7 +381,7 @@ class BatchSender:
         self._segments += 1
         segment = create_segment(name, message.size)
         try:
-            with segment.buf[: message.size] as target:
+            with segment_buffer(segment)[: message.size] as target:
                 message.write_into(target)
         finally:
             segment.close()
