@@ -6,6 +6,7 @@ import datetime
 import errno
 import json
 import os
+import signal
 import sys
 import time
 from decimal import Decimal
@@ -44,10 +45,24 @@ def score_row(x: int) -> dict[str, Any]:
     return {"x": x, "score": 1.5 if x % 10 == 0 else x}
 
 
+def wide_int_row(x: int) -> dict[str, Any]:
+    """Return a row whose ``v`` is 2**53 + 1 for ``x == 0``, 2**64 for 3, 0.5 for 5, else ``x``."""
+    values = {0: 2**53 + 1, 3: 2**64, 5: 0.5}
+    return {"x": x, "v": values.get(x, x)}
+
+
 def slow_square(x: int) -> dict[str, int]:
     """Return ``{"x": x, "square": x * x}`` after 2 ms, so a run lasts long enough to checkpoint."""
     time.sleep(0.002)
     return {"x": x, "square": x * x}
+
+
+def late_column_row(x: int) -> dict[str, Any]:
+    """Return ``{"x": x, "name": ...}``, with an ``extra`` column from ``x == 10`` on."""
+    row: dict[str, Any] = {"x": x, "name": f"row {x}"}
+    if x >= 10:
+        row["extra"] = x * 10
+    return row
 
 
 def typed_row(i: int) -> dict[str, Any]:
@@ -118,5 +133,49 @@ def run_with_full_disk() -> None:
     print(json.dumps({"counts": dict(summary.counts)}))
 
 
+def _kill_after_replace(target: Path) -> None:
+    """Make ``os.replace`` SIGKILL this process right after it renames a file onto ``target``."""
+    replace = os.replace
+
+    def replace_then_die(source: Any, destination: Any) -> None:
+        replace(source, destination)
+        if Path(destination) == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace_then_die  # type: ignore[assignment]
+
+
+def run_live_csv() -> None:
+    """``python -m tests.output_jobs live-csv OUT COUNT KILL``: a live CSV run with ``extra="extend"``.
+
+    With KILL set to ``after-publish``, the process kills itself with SIGKILL
+    right after the rewritten file replaced the one under the final name.
+    With ``none`` it runs to the end. Prints the run's counts as JSON.
+    """
+    import syncagg as sa
+
+    out, count, kill = Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    path = out / "rows.csv"
+    if kill == "after-publish":
+        _kill_after_replace(path)
+    aggregator = sa.Aggregator(
+        outputs=[sa.Csv(path, extra="extend", live=True)],
+        checkpoint=out / "run.sqlite",
+        # One thread and one job per chunk write the rows one by one in
+        # order, so the header is fixed before the extra column arrives.
+        # Forked workers would also keep the checkpoint's lock for a moment
+        # after their parent is killed.
+        workers=sa.Threads(1),
+        chunksize=1,
+        progress=False,
+        checkpoint_results=5,
+    )
+    summary = aggregator.run(late_column_row, range(count))
+    print(json.dumps({"counts": dict(summary.counts)}))
+
+
 if __name__ == "__main__":
-    run_with_full_disk()
+    if sys.argv[1] == "live-csv":
+        run_live_csv()
+    else:
+        run_with_full_disk()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import syncagg as sa
-from syncagg.outputs import ArrowIpc, Csv, Json, JsonLines, Parquet
+from syncagg.outputs import ArrowIpc, Csv, Json, JsonLines, Output, Parquet
 from tests import jobs, output_jobs
 from tests.test_formats import _start_reader_threads, read_duckdb, read_pyarrow
 
@@ -122,6 +123,24 @@ def test_failed_seal_publishes_nothing(tmp_path: Path) -> None:
     assert sorted(row["x"] for row in read_pyarrow(second)) == list(range(100))
     assert sorted(row["x"] for row in read_pyarrow(tmp_path / "rows.parquet")) == list(range(100))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv", "rows.jsonl", "rows.parquet", "run.sqlite"]
+
+
+@pytest.mark.parametrize("output_type", [Parquet, ArrowIpc], ids=["parquet", "arrow"])
+def test_unstorable_ints_become_dead_letters(tmp_path: Path, output_type: type[Output]) -> None:
+    path = tmp_path / f"rows.{output_type.format}"
+    dead = tmp_path / "dead.jsonl"
+    output = output_type(path, invalid="dead_letter")  # type: ignore[call-arg]
+    # One worker returns the results in input order, so 2**53 + 1 comes before 0.5.
+    aggregator = sa.Aggregator(outputs=[output], dead_letters=dead, workers=1, progress=False)
+
+    summary = aggregator.run(output_jobs.wide_int_row, range(8))
+
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert summary.counts["ok"] == 8
+    assert read_pyarrow(path) == [{"x": x, "v": 2**53 + 1 if x == 0 else x} for x in (0, 1, 2, 4, 6, 7)]
+    assert [letter["job_id"] for letter in letters] == [3, 5]
+    assert "value 18446744073709551616 (int) is outside the int64 range" in letters[0]["reason"]
+    assert "value 0.5 (float) would widen int64 to double" in letters[1]["reason"]
 
 
 def _run_full_disk(out: Path, count: int, fail_after: int) -> dict[str, Any]:
@@ -239,6 +258,31 @@ def test_table_jobs_under_spawn(tmp_path: Path) -> None:
 
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted(rows, key=lambda row: row["id"]) == output_jobs.block_rows(0) + output_jobs.block_rows(100)
+
+
+def _run_live_csv(out: Path, count: int, kill: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "tests.output_jobs", "live-csv", str(out), str(count), kill]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_live_csv_extend_killed_after_publish(tmp_path: Path) -> None:
+    """A SIGKILL after the rewrite replaced the live file, before the checkpoint records the end."""
+    path = tmp_path / "rows.csv"
+
+    crashed = _run_live_csv(tmp_path, 30, "after-publish")
+
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert path.read_bytes().startswith(b"x,name,extra\r\n")
+
+    finished = _run_live_csv(tmp_path, 30, "none")
+
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout.splitlines()[-1])["counts"]["resumed"] == 30
+    expected = [{"x": x, "name": f"row {x}", "extra": x * 10 if x >= 10 else None} for x in range(30)]
+    assert sorted(read_pyarrow(path), key=lambda row: row["x"]) == expected
+    assert sorted(read_duckdb(path), key=lambda row: row["x"]) == expected
+    assert path.read_bytes().count(b"\r\n") == 31
+    assert sorted(os.listdir(tmp_path)) == ["rows.csv", "run.sqlite"]
 
 
 def test_live_csv_extend_rewrites_final(tmp_path: Path) -> None:

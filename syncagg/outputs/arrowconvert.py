@@ -10,7 +10,15 @@ the type of later values, integers widen to floats, decimals widen to a
 precision and scale that hold both, structs gain the fields of later rows,
 and a column that appears later is added with nulls in the earlier rows.
 Values that share no type with earlier rows (text and numbers, naive and
-time-zone-aware datetimes) are rejected.
+time-zone-aware datetimes) are rejected. So is a value whose widening
+would change an integer of an earlier row, such as a float in a column
+that contains 2**53 + 1, which float64 cannot represent exactly
+(``intranges.py``).
+
+A declared schema, or the fixed schema of a live file, takes only values
+of each column's own kind (``arrowkinds.py``): no text parsed as a number,
+no bool as 0 or 1. Integers outside the int64 range have no Arrow type
+unless they arrive as ``Decimal``, and are rejected.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+
+from syncagg.outputs.arrowkinds import kind_problem
+from syncagg.outputs.intranges import IntegerRanges, Widening
 
 __all__ = ["ONE_TYPE_FIX", "TableConverter", "conform", "unify"]
 
@@ -39,18 +50,27 @@ def unify(schemas: list[pa.Schema]) -> pa.Schema:
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Cast ``table`` to ``schema`` safely, adding missing columns as nulls.
 
-    Raises ``pa.ArrowInvalid`` when a value would change, such as an
-    integer above 2**53 cast to float64.
+    Raises ``pa.ArrowInvalid``, naming the column, when a value would
+    change, such as an integer above 2**53 cast to float64.
     """
     if table.schema.equals(schema):
         return table
     columns = []
     for field in schema:
         if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type, safe=True))
+            columns.append(_cast_column(table.column(field.name), field))
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast_column(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
+    if column.type.equals(field.type):
+        return column
+    try:
+        return column.cast(field.type, safe=True)
+    except pa.ArrowInvalid as exc:
+        raise pa.ArrowInvalid(f"column {field.name!r} to {field.type}: {exc}") from exc
 
 
 class TableConverter:
@@ -74,6 +94,26 @@ class TableConverter:
         self.schema: pa.Schema | None = declared
         self._reject = reject
         self._fixed = fixed
+        self._ranges = IntegerRanges()
+
+    @property
+    def _widens(self) -> bool:
+        return self.declared is None and not self._fixed
+
+    def state(self) -> Any:
+        """Return what a resume needs besides the schema, as small picklable data.
+
+        An output that widens its schema must store this in its checkpoint
+        position and pass it to ``restore`` on resume. Without it a resumed
+        converter has forgotten the integers of the earlier rows, and may
+        widen a column to a type that cannot hold them.
+        """
+        return self._ranges.state()
+
+    def restore(self, state: Any) -> None:
+        """Take back what ``state`` returned; ``None`` (an older checkpoint) restores nothing."""
+        if state is not None:
+            self._ranges.restore(state)
 
     def from_rows(self, rows: list[dict[str, Any]]) -> pa.Table | None:
         """Return the rows as a table of the current schema, or ``None`` if none fit."""
@@ -106,17 +146,25 @@ class TableConverter:
             _check_time_zones(table, rows)
         if self.schema is None:
             self.schema = table.schema
+            self._track(table)
             return table
-        if self.declared is not None or self._fixed:
+        if not self._widens:
             if any(self.schema.get_field_index(name) < 0 for name in table.column_names):
                 raise _Misfit()
             _check_declared_time_zones(table.schema, self.schema)
+            _check_declared_kinds(table.schema, self.schema)
             return conform(table, self.schema)
         table = _align_time_zones(table, self.schema)
         wider = unify([self.schema, table.schema])
+        self._ranges.check_widening(self.schema, wider)
         result = conform(table, wider)
         self.schema = wider
+        self._track(result)
         return result
+
+    def _track(self, table: pa.Table) -> None:
+        if self._widens:
+            self._ranges.add(table)
 
     def _row_by_row(self, rows: list[dict[str, Any]]) -> pa.Table | None:
         """Convert rows one at a time, rejecting each one that does not fit."""
@@ -143,7 +191,7 @@ class TableConverter:
                     f"key {key!r} is a {type(key).__qualname__}, but column names must be str; "
                     "convert the keys with str() in the job function"
                 )
-        if self.schema is not None and (self.declared is not None or self._fixed):
+        if self.schema is not None and not self._widens:
             extra = sorted(key for key in row if self.schema.get_field_index(key) < 0)
             if extra:
                 names = ", ".join(self.schema.names)
@@ -155,13 +203,15 @@ class TableConverter:
 
     def _explain(self, row: dict[str, Any], error: BaseException) -> str:
         """Name the column whose value does not fit, its value and the expected type."""
+        if isinstance(error, Widening):
+            return _widening_reason(row, error)
         for key, value in row.items():
             expected = None
             if self.schema is not None and self.schema.get_field_index(key) >= 0:
                 expected = self.schema.field(key).type
-            problem = _column_problem(value, expected, widen=self.declared is None and not self._fixed)
+            problem = _column_problem(value, expected, self._widens, self.declared is not None)
             if problem is not None:
-                return f"column {key!r}: value {_short(value)} ({type(value).__qualname__}) {problem}"
+                return f"column {key!r}: {_describe(value)} {problem}"
         return f"the row does not fit the schema ({error}); {ONE_TYPE_FIX}"
 
 
@@ -169,7 +219,23 @@ class _Misfit(Exception):
     """A batch that does not fit the schema as a whole."""
 
 
-_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, _Misfit, TypeError, ValueError)
+# OverflowError: pyarrow infers no type for an int outside the int64 range.
+_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowNotImplementedError,
+    _Misfit,
+    Widening,
+    TypeError,
+    ValueError,
+    OverflowError,
+)
+
+_INT64_FIX = (
+    "is outside the int64 range (-2**63 to 2**63 - 1), the widest integer type that "
+    "Arrow infers; return such values as Decimal(value) for a decimal column, or "
+    "str(value) for a text column, in the job function"
+)
 
 
 def _infer(rows: list[dict[str, Any]]) -> pa.Table:
@@ -235,6 +301,13 @@ def _align_time_zones(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table
 
 
+def _check_declared_kinds(inferred: pa.Schema, target: pa.Schema) -> None:
+    """Raise ``_Misfit`` where a column's values would be cast from another kind."""
+    for field in inferred:
+        if kind_problem(field.type, target.field(field.name).type) is not None:
+            raise _Misfit()
+
+
 def _check_declared_time_zones(inferred: pa.Schema, target: pa.Schema) -> None:
     """Raise ``_Misfit`` where naive datetimes meet a column with a time zone, or the reverse.
 
@@ -247,10 +320,12 @@ def _check_declared_time_zones(inferred: pa.Schema, target: pa.Schema) -> None:
             raise _Misfit()
 
 
-def _column_problem(value: Any, expected: pa.DataType | None, widen: bool) -> str | None:
+def _column_problem(value: Any, expected: pa.DataType | None, widen: bool, declared: bool) -> str | None:
     """Return how ``value`` fails to fit ``expected``, or ``None`` if it fits."""
     try:
         inferred = pa.array([_prepare_value(value)])
+    except OverflowError:
+        return _INT64_FIX if isinstance(value, int) else f"holds an integer that {_INT64_FIX}"
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
         return f"has no Arrow type ({exc}); {ONE_TYPE_FIX}"
     if expected is None:
@@ -263,20 +338,48 @@ def _column_problem(value: Any, expected: pa.DataType | None, widen: bool) -> st
             "column either with a time zone or without one"
         )
     if widen:
-        aligned = _align_time_zones(pa.table({"x": inferred}), pa.schema([("x", expected)]))
-        try:
-            unify([pa.schema([("x", expected)]), aligned.schema])
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return f"does not fit {expected}, the type of earlier rows; {ONE_TYPE_FIX}"
-        return None
+        return _widening_problem(inferred, expected)
+    target = f"the declared type {expected}" if declared else f"{expected}, the type of the live file"
+    fix = "change the declared type, or " if declared else ""
+    problem = kind_problem(inferred.type, expected)
+    if problem is not None:
+        return f"does not fit {target}: {problem}; {fix}convert the value in the job function"
     try:
         inferred.cast(expected, safe=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        return f"does not fit {target} ({exc}); {fix}convert the value in the job function"
+    return None
+
+
+def _widening_problem(inferred: pa.Array, expected: pa.DataType) -> str | None:
+    """Return how a value fails to widen a column of type ``expected``, or ``None``."""
+    aligned = _align_time_zones(pa.table({"x": inferred}), pa.schema([("x", expected)]))
+    try:
+        wider = unify([pa.schema([("x", expected)]), aligned.schema]).field(0).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return f"does not fit {expected}, the type of earlier rows; {ONE_TYPE_FIX}"
+    try:
+        aligned.column(0).cast(wider, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         return (
-            f"does not fit the declared type {expected} ({exc}); change the declared type, "
-            "or convert the value in the job function"
+            f"would change when cast to {wider}, the common type of it and earlier rows ({exc}); "
+            f"{ONE_TYPE_FIX}"
         )
     return None
+
+
+def _widening_reason(row: dict[str, Any], widening: Widening) -> str:
+    value = row.get(widening.column)
+    return (
+        f"column {widening.column!r}: {_describe(value)} would widen {widening.old} to "
+        f"{widening.new}, but an earlier row contains the integer {widening.value}, which "
+        f"{widening.new} cannot hold exactly; return one type per column from the job "
+        "function, for example float(value) in every row if rounding is acceptable"
+    )
+
+
+def _describe(value: Any) -> str:
+    return f"value {_short(value)} ({type(value).__qualname__})"
 
 
 def _short(value: Any) -> str:

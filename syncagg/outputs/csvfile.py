@@ -6,6 +6,7 @@ import base64
 import csv
 import datetime
 import io
+import logging
 import os
 from collections.abc import Callable
 from decimal import Decimal
@@ -19,6 +20,8 @@ from syncagg.outputs.base import json_default, partial_path
 from syncagg.outputs.files import fsync_directory
 
 __all__ = ["Csv"]
+
+logger = logging.getLogger("syncagg.outputs")
 
 EXTRA_POLICIES = ("error", "ignore", "extend", "dead_letter")
 
@@ -55,7 +58,8 @@ class Csv(AppendOutput):
     live : bool, default False
         Append to the final name from the start. A resume cuts the file back
         to the last checkpoint. With ``extra="extend"`` the header is the
-        first columns until the run completes.
+        first columns until the run completes, when ``publish`` replaces
+        the file with its rewrite.
     invalid : {"error", "dead_letter"}, default "error"
         What to do with a row that cannot be written (see ``Output``).
     """
@@ -113,6 +117,9 @@ class Csv(AppendOutput):
             else:
                 self._columns = None
             return
+        if self.live and self._rewrite_published(position):
+            self._open_rewritten(list(position["columns"]))
+            return
         self._open_file(int(position["offset"]))
         self._set_columns(list(position["columns"] or []))
         if position["columns"] is None:
@@ -120,6 +127,37 @@ class Csv(AppendOutput):
         header = position.get("header")
         self._header_width = len(self._columns or ()) if header is None else int(header)
         self._body_offset = int(position.get("body", 0))
+
+    def _rewrite_published(self, position: dict[str, Any]) -> bool:
+        """Return whether an earlier run's ``publish`` already replaced the live file by its rewrite.
+
+        The checkpoint then still records the file before the rewrite, in
+        the ``finishing`` state, and cutting the rewrite back to its offset
+        would cut a row in half. The rewrite is the only file whose header
+        has more columns than the recorded header width.
+        """
+        columns = position["columns"]
+        header = position.get("header")
+        if columns is None or header is None or int(header) >= len(columns):
+            return False
+        try:
+            with open(self.path, "rb") as file:
+                first = next(csv.reader(io.TextIOWrapper(file, encoding="utf-8", newline="")), None)
+        except FileNotFoundError:
+            return False
+        return bool(first == columns)
+
+    def _open_rewritten(self, columns: list[str]) -> None:
+        """Continue after a published rewrite, which contains every row of the checkpoint."""
+        logger.info(
+            "the live CSV output %s already has its full header, rewritten by an earlier run, "
+            "and is kept as it is",
+            self.path,
+        )
+        self._open_file(self.path.stat().st_size)
+        self._set_columns(columns)
+        self._header_width = len(columns)
+        self._body_offset = len(_encode([columns]))
 
     def _start_header(self) -> None:
         assert self._columns is not None
@@ -227,6 +265,13 @@ class Csv(AppendOutput):
 
     def seal(self) -> None:
         super().seal()
+        if self._columns is None:
+            logger.warning(
+                "the CSV output %s received no rows and has no declared columns, so the file is "
+                "empty (0 bytes). pandas, pyarrow and polars reject an empty CSV file, so pass "
+                "Csv(path, columns=[...]) to write a header without rows",
+                self.path,
+            )
         if self._needs_rewrite():
             self._rewrite()
 

@@ -1,7 +1,7 @@
 """JSON output: one array of objects, one object per line.
 
 The file reads ``[``, then the rows separated by ``,`` and a line break,
-then ``]``. The closing bracket is written only by ``seal``, so a position
+then ``]`` (``[``, a line break and ``]`` when no row arrived). The closing bracket is written only by ``seal``, so a position
 that ``commit`` returns is always an offset before it: a resume cuts the
 file back there, and the bracket of an earlier ``seal`` goes with it.
 """
@@ -101,7 +101,8 @@ class Json(AppendOutput):
         return {"offset": super().commit(), "rows": self._rows}
 
     def _write_ending(self) -> None:
-        self._append(_CLOSING)
+        # An array without rows is "[", a line break and "]": valid JSON with no blank line.
+        self._append(_CLOSING if self._rows else _CLOSING[1:])
 
 
 def _encode_for_array(table: Any, nan: str) -> tuple[bytes, int] | None:

@@ -33,6 +33,13 @@ OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 _NON_FINITE_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
+# orjson's message for an int outside -2**63 to 2**64 - 1 (orjson 3).
+_ORJSON_INT_RANGE = "Integer exceeds 64-bit range"
+_INT_RANGE_FIX = (
+    "an integer is outside -2**63 to 2**64 - 1, the range that the JSON encoder "
+    "(orjson) writes; return such values as str(value) in the job function"
+)
+
 
 def check_nan_policy(nan: str) -> str:
     """Return ``nan`` if it is a known policy, else raise ``ValueError``."""
@@ -66,6 +73,8 @@ def encode_value(value: Any, nan: str, option: int = 0) -> bytes:
         # orjson puts its own message on the error and keeps ours as the cause.
         cause = exc.__cause__
         message = str(cause) if isinstance(cause, TypeError) else str(exc)
+        if message == _ORJSON_INT_RANGE:
+            message = _INT_RANGE_FIX
         raise TypeError(message) from None
 
 
