@@ -27,6 +27,7 @@ class GroupBy(Combiner):
 
     Examples
     --------
+    >>> from syncagg.combiners import Sum
     >>> rows = [
     ...     {"package": "b", "lines": 5},
     ...     {"package": "a", "lines": 1},
