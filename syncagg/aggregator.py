@@ -21,6 +21,7 @@ from syncagg.dispatcher import Dispatcher, default_key
 from syncagg.errors import InputError, OutputError
 from syncagg.executors import ExecutorSource, FutureSource, Threads
 from syncagg.hooks import check_hook
+from syncagg.interrupts import Termination, wait_for
 from syncagg.memory import MemoryBudget, PeakMemory, format_bytes, parse_memory
 from syncagg.names import qualified_name
 from syncagg.outputs.base import Output, from_path
@@ -31,7 +32,6 @@ from syncagg.pool import WorkerPool, check_picklable
 from syncagg.processes import ProcessSource
 from syncagg.progress import Progress
 from syncagg.records import JobResult
-from syncagg.interrupts import wait_for
 from syncagg.runner import RunLoop
 from syncagg.segments import purge_stale_segments
 from syncagg.source import Source
@@ -60,9 +60,11 @@ class _Extras:
 
     # Pipeline stages that the source runs where the jobs run.
     worker_stages: int = 0
-    # Aggregator.stream's hand-off to the consumer, and the event that stops the run.
+    # Aggregator.stream's hand-off to the consumer, the event that stops the
+    # run, and the SIGTERM handler that the stream installed in the caller's thread.
     stream: Handoff | None = None
     stop: threading.Event | None = None
+    termination: Termination | None = None
 
 
 class Aggregator:
@@ -303,6 +305,11 @@ class Aggregator:
         records only results that the caller has taken. An error that stops
         the run is raised from the loop, after the results before it.
 
+        A stream created in the main thread handles SIGTERM as ``run`` does:
+        the jobs in flight finish and reach the loop, a last checkpoint is
+        written once the loop has taken them, and then the loop raises
+        ``SystemExit(143)``.
+
         Raises
         ------
         ValueError
@@ -319,8 +326,8 @@ class Aggregator:
             check_picklable(fn)
             check_worker_parts(self.strategy, self.pipeline)
 
-        def start(handoff: Handoff, stop: threading.Event) -> RunSummary:
-            extras = _Extras(self._worker_stages(), handoff, stop)
+        def start(handoff: Handoff, stop: threading.Event, termination: Termination) -> RunSummary:
+            extras = _Extras(self._worker_stages(), handoff, stop, termination)
             return self._execute(qualified_name(fn), lambda: self._source(fn), inputs, self.chunksize, extras)
 
         return ResultStream(start, buffer_size)
@@ -431,7 +438,7 @@ class Aggregator:
                 self.checkpoint_seconds, self.checkpoint_results, memory, budget, extras.stop,
             )
             loop.stop_timeout = self.stop_timeout
-            wait_for(loop)
+            wait_for(loop, extras.termination)
         finally:
             completed = loop is not None and loop.completed
             if source is not None:

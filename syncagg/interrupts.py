@@ -7,19 +7,23 @@ checkpoint is written) and raises it again. SIGTERM only sets a flag and asks th
 stop, because an exception raised from a signal handler can surface at any
 line of the caller's thread; once the loop has ended, the wait raises
 ``SystemExit(143)``, the status a process killed by SIGTERM reports to a shell.
+
+Python runs signal handlers only in the main thread. ``Aggregator.run``
+waits there, but ``Aggregator.stream`` starts its run loop in a thread of
+its own, later. A ``Termination`` therefore keeps the handler separate
+from the loop. The stream installs the handler in the caller's thread, and
+attaches the loop once it exists.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["wait_for"]
+__all__ = ["Termination", "wait_for"]
 
 logger = logging.getLogger("syncagg.aggregator")
 
@@ -36,24 +40,109 @@ class _Stoppable(Protocol):
     def terminate(self) -> None: ...
 
 
-def wait_for(loop: _Stoppable) -> None:
+class Termination:
+    """A SIGTERM handler that requests a stop of one run loop, and records that SIGTERM arrived.
+
+    The first SIGTERM requests a stop after the jobs in flight, and the
+    second kills the workers. A SIGTERM that arrives before a loop is
+    attached stops that loop as soon as it is attached. Once the run is
+    over, the handler passes SIGTERM on to the handler it replaced.
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._loop: _Stoppable | None = None
+        self._ended = False
+        self._previous: Any = None
+        self._installed = False
+        # Reentrant, because a second SIGTERM can run the handler again
+        # while the first call holds the lock.
+        self._lock = threading.RLock()
+
+    def install(self) -> None:
+        """Install the SIGTERM handler, unless this is not the main thread, where Python cannot."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._installed = True
+
+    def uninstall(self) -> None:
+        """Mark the run as over and restore the previous handler. Idempotent.
+
+        Outside the main thread, or when another handler replaced this one
+        meanwhile, the handler stays in place and passes SIGTERM on.
+        """
+        self._ended = True
+        if not self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) == self._handle:
+            signal.signal(signal.SIGTERM, self._previous)
+        self._installed = False
+
+    def attach(self, loop: _Stoppable) -> None:
+        """Stop ``loop`` on SIGTERM from now on, or at once if SIGTERM arrived already."""
+        with self._lock:
+            self._loop = loop
+            requested = self.requested.is_set()
+        if requested:
+            loop.request_stop(drain=True)
+
+    def detach(self) -> None:
+        """Stop sending SIGTERM to the loop, which has ended."""
+        with self._lock:
+            self._loop = None
+            self._ended = True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        with self._lock:
+            if self._ended:
+                self._pass_on(signum)
+                return
+            repeated = self.requested.is_set()
+            self.requested.set()
+            loop = self._loop
+        if loop is None:
+            return
+        if repeated:
+            loop.terminate()
+        else:
+            loop.request_stop(drain=True)
+
+    def _pass_on(self, signum: int) -> None:
+        previous = self._previous if self._previous is not None else signal.SIG_DFL
+        signal.signal(signal.SIGTERM, previous)
+        self._installed = False
+        signal.raise_signal(signum)
+
+
+def wait_for(loop: _Stoppable, termination: Termination | None = None) -> None:
     """Run ``loop.run`` in the collector thread and wait for it to end.
 
     Raises ``KeyboardInterrupt`` on Ctrl-C and ``SystemExit(143)`` on SIGTERM,
     both after the loop has stopped. A second signal stops waiting for a
-    checkpoint and kills the workers.
+    checkpoint and kills the workers. Without ``termination``, SIGTERM is
+    handled while the loop runs if this is the main thread; with it, the
+    caller has installed its handler.
     """
+    owned = termination is None
+    if termination is None:
+        termination = Termination()
+        termination.install()
     thread = threading.Thread(target=loop.run, name="syncagg-collector", daemon=True)
-    terminated = threading.Event()
-    with _sigterm_stops(loop, terminated):
+    termination.attach(loop)
+    try:
         thread.start()
         try:
             _join(thread, loop.ended)
         except KeyboardInterrupt:
             _stop(loop, thread)
             raise
+    finally:
+        termination.detach()
+        if owned:
+            termination.uninstall()
 
-    if terminated.is_set():
+    if termination.requested.is_set():
         logger.warning("stopped by SIGTERM after a last checkpoint")
         raise SystemExit(128 + signal.SIGTERM)
 
@@ -76,22 +165,3 @@ def _stop(loop: _Stoppable, thread: threading.Thread) -> None:
         # A second Ctrl-C stops waiting for the collector thread.
         loop.terminate()
 
-
-@contextlib.contextmanager
-def _sigterm_stops(loop: _Stoppable, terminated: threading.Event) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if terminated.is_set():
-            loop.terminate()
-            return
-        terminated.set()
-        loop.request_stop(drain=True)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

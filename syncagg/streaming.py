@@ -16,6 +16,13 @@ stream being garbage collected), the run stops without another checkpoint:
 the workers are killed, partial outputs are removed (or kept for a resume
 when there is a checkpoint), and ``close()`` returns once every thread and
 process of the run has ended.
+
+SIGTERM stops the run as it stops ``Aggregator.run``: no new jobs go out,
+the jobs in flight get ``stop_timeout`` seconds to finish and reach the
+consumer, a last checkpoint is written once the consumer has taken them,
+and then ``next()`` raises ``SystemExit(143)``. A stream created in the
+main thread installs the handler, and restores the previous one when the
+stream ends. A second SIGTERM kills the workers at once.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
+from syncagg.interrupts import Termination
 from syncagg.records import JobResult
 from syncagg.summary import RunSummary
 
@@ -111,6 +119,15 @@ class Handoff:
             self._items.clear()
             self._condition.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        """Whether the consumer is gone."""
+        return self._closed
+
+
+# Runs the aggregator in the stream thread: start(handoff, stop, termination).
+Start = Callable[[Handoff, threading.Event, Termination], RunSummary]
+
 
 class ResultStream(Iterator[JobResult]):
     """An iterator of ``JobResult`` objects as the run produces them.
@@ -123,21 +140,27 @@ class ResultStream(Iterator[JobResult]):
     Parameters
     ----------
     start : callable
-        Runs the aggregator in the stream thread: ``start(handoff, stop)``
-        returns the run's summary; the run ends early when ``stop`` is set.
+        Runs the aggregator in the stream thread: ``start(handoff, stop,
+        termination)`` returns the run's summary; the run ends early when
+        ``stop`` is set, and attaches its loop to ``termination``.
     capacity : int
         Results that may wait for the consumer.
     """
 
-    def __init__(self, start: Callable[[Handoff, threading.Event], RunSummary], capacity: int) -> None:
+    def __init__(self, start: Start, capacity: int) -> None:
         self._handoff = Handoff(capacity)
         self._stop = threading.Event()
         self._closed = False
         self.summary: RunSummary | None = None
+        self._termination = Termination()
+        self._termination.install()
         # The thread references the hand-off and the event, never this object,
         # so a stream the caller drops is garbage collected and closes the run.
         self._thread = threading.Thread(
-            target=_run, args=(start, self._handoff, self._stop), name="syncagg-stream", daemon=True
+            target=_run,
+            args=(start, self._handoff, self._stop, self._termination),
+            name="syncagg-stream",
+            daemon=True,
         )
         self._thread.start()
 
@@ -153,6 +176,7 @@ class ResultStream(Iterator[JobResult]):
 
         self._thread.join()
         self._closed = True
+        self._termination.uninstall()
         if self._handoff.error is not None:
             raise self._handoff.error
         self.summary = self._handoff.summary
@@ -170,6 +194,7 @@ class ResultStream(Iterator[JobResult]):
         self._stop.set()
         self._handoff.close()
         self._thread.join()
+        self._termination.uninstall()
 
     def __enter__(self) -> ResultStream:
         return self
@@ -190,16 +215,16 @@ class ResultStream(Iterator[JobResult]):
             logger.exception("closing a stream that was garbage collected failed")
 
 
-def _run(start: Callable[[Handoff, threading.Event], RunSummary], handoff: Handoff, stop: threading.Event) -> None:
+def _run(start: Start, handoff: Handoff, stop: threading.Event, termination: Termination) -> None:
     """Thread body: run the aggregator and record how it ended."""
     summary: RunSummary | None = None
     error: BaseException | None = None
     try:
-        summary = start(handoff, stop)
+        summary = start(handoff, stop, termination)
     except ConsumerGone:
         logger.debug("the consumer stopped the stream; the run stopped")
     except BaseException as exc:  # noqa: BLE001 - raised again in the consumer's thread
         error = exc
-        if stop.is_set():
+        if handoff.closed:
             logger.error("the run stopped after its stream was closed, with %s: %s", type(exc).__name__, exc)
     handoff.end(summary, error)

@@ -9,15 +9,23 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import syncagg as sa
 from tests import combine_jobs, jobs
+from tests.checkpoints import done_jobs
 
+ROOT = Path(__file__).resolve().parent.parent
 COUNT = 300
+# Jobs of tests.stream_run: 5 ms each, so two workers take over a second.
+STREAM_COUNT = 600
 
 
 def _aggregator(**settings: object) -> sa.Aggregator:
@@ -164,3 +172,69 @@ def test_stream_after_pipeline() -> None:
 def test_bad_buffer_size_raises() -> None:
     with pytest.raises(ValueError, match=r"buffer_size must be a positive int, got 0"):
         _aggregator().stream(jobs.square, range(3), buffer_size=0)
+
+
+def test_stream_restores_sigterm_handler() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    finished = _aggregator().stream(jobs.square, range(10))
+    during = signal.getsignal(signal.SIGTERM)
+    list(finished)
+    after_end = signal.getsignal(signal.SIGTERM)
+    closed = _aggregator().stream(combine_jobs.slow_square, range(2000))
+    next(closed)
+    closed.close()
+
+    assert during != before
+    assert after_end == before
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def _terminate_after(process: subprocess.Popen[bytes], count: int) -> list[int]:
+    """Read ``count`` job ids, send SIGTERM, wait, and return every id the stream printed."""
+    assert process.stdout is not None
+    ids = []
+    while len(ids) < count:
+        line = process.stdout.readline()
+        assert line, "the stream ended before the test could stop it"
+        ids.append(int(line))
+    workers = psutil.Process(process.pid).children()
+    process.send_signal(signal.SIGTERM)
+    # Read through the same buffered reader as readline, which may hold more lines.
+    ids += [int(line) for line in process.stdout.read().split()]
+    process.wait(timeout=60)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
+    return ids
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_stops_stream_then_resumes(tmp_path: Path) -> None:
+    log = tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "tests.stream_run", str(tmp_path), str(STREAM_COUNT)]
+    with log.open("wb") as stderr_file:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr_file)
+        try:
+            first = _terminate_after(process, 50)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+    stderr = log.read_text()
+
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert "stopped by SIGTERM after a last checkpoint" in stderr
+    assert len(set(first)) == len(first)
+    # The last checkpoint waited for the loop to take every result collected.
+    assert done_jobs(tmp_path / "run.sqlite") == len(first)
+    assert not (tmp_path / "rows.jsonl").exists()
+
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=120, check=False)
+
+    assert second.returncode == 0, second.stderr.decode()
+    rest = [int(line) for line in second.stdout.split()]
+    assert sorted(first + rest) == list(range(STREAM_COUNT))
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert sorted(row["x"] for row in rows) == list(range(STREAM_COUNT))
