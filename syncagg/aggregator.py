@@ -36,9 +36,10 @@ from syncagg.runner import RunLoop
 from syncagg.segments import purge_stale_segments
 from syncagg.source import Source
 from syncagg.stages import Stage
+from syncagg.statusrows import check_outputs
 from syncagg.strategies import Collect, Strategy
 from syncagg.streaming import Handoff, ResultStream
-from syncagg.summary import RunSummary
+from syncagg.summary import RunSummary, split_rejected
 from syncagg.worker_side import (
     check_settings,
     check_worker_parts,
@@ -80,6 +81,9 @@ class Aggregator:
         ``pyarrow.RecordBatch`` or ``Table`` that a job returns. A path
         picks the format from its suffix (``.jsonl``, ``.json``, ``.csv``,
         ``.parquet``, ``.arrow``, or a plugin's; see ``docs/outputs.md``).
+        With a ``pipeline`` whose ``where`` stage lets failed results pass,
+        such as ``where(status="all")``, they also receive one row per
+        failed job, and every row has a ``status`` column (see ``Pipeline``).
     checkpoint : path, optional
         SQLite file that records progress. Running the same configuration
         again resumes from it; a finished run is not repeated.
@@ -249,6 +253,8 @@ class Aggregator:
         self.on_result = check_hook("on_result", on_result)
         self.on_error = check_hook("on_error", on_error)
         check_settings(self.strategy, self.pipeline, self.outputs, self.on_result)
+        if self.pipeline is not None and self.pipeline.writes_failed():
+            check_outputs(self.outputs)
         if self.dead_letters is not None:
             _check_distinct([*self.outputs, self.dead_letters])
         _check_dead_letter_outputs(self.outputs, self.dead_letters)
@@ -458,7 +464,8 @@ class Aggregator:
             ) from error
 
         memory.sample(force=True)
-        plain, stages = split_counts(collector.counts, self._stages())
+        counts, rejected = split_rejected(collector.counts)
+        plain, stages = split_counts(counts, self._stages())
         counts = {**plain, "resumed": resumed}
         logger.info(
             "run finished in %.1f s: %d jobs ok, %d failed, %d done by an earlier run",
@@ -475,6 +482,7 @@ class Aggregator:
             stall_seconds={str(w.output.path): w.stall_seconds for w in writers},
             stages=stages,
             dead_letters=tuple(collector.dead_letters),
+            rejected_rows=rejected,
         )
 
     def _stages(self) -> tuple[Stage, ...]:
@@ -535,7 +543,8 @@ class Aggregator:
     def _finished_summary(self, state: CheckpointState, began: float) -> RunSummary:
         self.strategy.reset()
         self.strategy.restore(state.strategy)
-        plain, stages = split_counts(state.counts, self._stages())
+        counts, rejected = split_rejected(state.counts)
+        plain, stages = split_counts(counts, self._stages())
         return RunSummary(
             value=self.strategy.value(),
             counts={**plain, "resumed": len(state.done)},
@@ -546,6 +555,7 @@ class Aggregator:
             peak_memory=PeakMemory().peak,
             stall_seconds={},
             stages=stages,
+            rejected_rows=rejected,
         )
 
 

@@ -11,6 +11,9 @@ kept and routed through the status checks; successful values pass the
 stages (``pipeline.py``); rejected ones become counts and dead letters; the
 strategy receives the values that passed (or the accumulators the workers
 folded), then the outputs, then the hooks and the stream, in job order.
+When the pipeline lets failed results reach the outputs, they are written
+as rows in the same step as the successful ones (``statusrows.py``), so a
+checkpoint covers both kinds at once.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from syncagg.pipeline import Pipeline, PipelineRun
 from syncagg.progress import Progress
 from syncagg.records import JobError, JobResult, Status
 from syncagg.stages import DEAD_LETTER, Rejection
+from syncagg.statusrows import failed_row, with_ok_status
 from syncagg.strategies import Strategy
+from syncagg.summary import rejected_key
 from syncagg.transport import ResultBatch
 
 __all__ = ["Collector", "Listeners"]
@@ -45,6 +50,8 @@ _FROM_BATCH: Any = object()
 
 # Dead letters logged one by one at WARNING; later ones are logged at DEBUG.
 _DEAD_LETTERS_LOGGED = 10
+# Failed jobs logged one by one at WARNING; later ones are logged at DEBUG.
+_FAILURES_LOGGED = 20
 
 
 class ResultSink(Protocol):
@@ -105,6 +112,7 @@ class Collector:
         self.failures = list(failures or [])
         # The pipeline counts into self.counts, which checkpoints store.
         self.pipeline = None if pipeline is None else PipelineRun(pipeline, worker_stages, self.counts)
+        self.writes_failed = pipeline is not None and pipeline.writes_failed()
         self.dead_letter_writer = dead_letters
         self.dead_letters: list[DeadLetter] = []
         self.listeners = listeners or Listeners()
@@ -113,6 +121,11 @@ class Collector:
         self.encoded_in_workers = False
         self._payloads: dict[int, dict[str, Any]] = {}
         self._dead_letters_seen = 0
+        self._failures_seen = 0
+        # Rows each output rejected in earlier runs of the same checkpoint.
+        self._rejected_before = {
+            key: self.counts.get(key, 0) for key in map(_rejected_key, self.writers)
+        }
 
     @property
     def every_writer(self) -> list[OutputWriter]:
@@ -129,7 +142,13 @@ class Collector:
         """
         if self.listeners.stream is not None:
             self.listeners.stream.wait_consumed()
-        return {str(writer.output.path): writer.commit() for writer in self.every_writer}
+        positions = {str(writer.output.path): writer.commit() for writer in self.every_writer}
+        # A writer counts a rejected row once it has forwarded it, which its
+        # commit does for every row before the position it returns.
+        for writer in self.writers:
+            key = _rejected_key(writer)
+            self.counts[key] = self._rejected_before[key] + writer.rejected
+        return positions
 
     def add_batch(self, batch: ResultBatch, segments: list[Segment]) -> None:
         """Collect one batch from a worker, waiting while an output queue or the stream is full.
@@ -158,7 +177,9 @@ class Collector:
             self._keep_failure(result)
         if self.strategy.wants_skipped and failures:
             self._call_strategy(self.strategy.add_skipped, [result.job_id for result in failures])
-        self._deliver([result for result in failures if self._failed_passes(result)])
+        passed = [result for result in failures if self._failed_passes(result)]
+        self._write_failed(passed)
+        self._deliver(passed)
         self.done.update(result.job_id for result in failures)
         self.progress.advance(len(failures), len(failures))
 
@@ -199,9 +220,16 @@ class Collector:
             pairs = zip(passed, values, strict=True)
             results = [self._result(batch, jobs, i, value) for i, value in pairs]
         self._apply_routed(batch, values, results, failed, rejected)
-        self._write(values, _origin(self.key, batch, segments, passed))
 
-        delivered = [result for result in failed if self._failed_passes(result)] + results
+        origin = _origin(self.key, batch, segments, passed)
+        failed_passed = [result for result in failed if self._failed_passes(result)]
+        if self.writes_failed:
+            self._write(with_ok_status(values, origin), origin)
+            self._write_failed(failed_passed)
+        else:
+            self._write(values, origin)
+
+        delivered = failed_passed + results
         delivered.sort(key=lambda result: result.job_id)
         self._deliver(delivered)
 
@@ -259,6 +287,15 @@ class Collector:
                     encoded = self._payloads.get(id(table), {}).get(str(writer.output.path))
                     writer.put_table(table, _fixed(origin, first), encoded)
 
+    def _write_failed(self, failed: list[JobResult]) -> None:
+        """Queue the rows of failed jobs that passed the pipeline, if the outputs take them."""
+        if not self.writes_failed or not self.writers or not failed:
+            return
+        rows = [failed_row(result) for result in failed]
+        jobs = [(result.job_id, result.key) for result in failed]
+        for writer in self.writers:
+            writer.put(rows, jobs.__getitem__)
+
     def _deliver(self, results: list[JobResult]) -> None:
         """Hand results to the hooks and the stream, in the order given."""
         listeners = self.listeners
@@ -282,14 +319,25 @@ class Collector:
             result = self._result(batch, jobs, i)
             self._keep_failure(result)
             failed.append(result)
-            assert result.error is not None
-            logger.debug("job %d (%s) failed: %s", result.job_id, result.key, result.error.message)
         return failed
 
     def _keep_failure(self, result: JobResult) -> None:
+        self._log_failure(result)
         self.counts["failed"] += 1
         if len(self.failures) < MAX_FAILURES_KEPT:
             self.failures.append(result)
+
+    def _log_failure(self, result: JobResult) -> None:
+        self._failures_seen += 1
+        seen = self._failures_seen
+        level = logging.WARNING if seen <= _FAILURES_LOGGED else logging.DEBUG
+        error = result.error
+        reason = "unknown error" if error is None else f"{error.type}: {error.message}"
+        logger.log(level, "job %d (%s) failed: %s", result.job_id, result.key, reason)
+        if seen == _FAILURES_LOGGED:
+            logger.warning(
+                "logging further failed jobs at DEBUG only; the summary counts them all"
+            )
 
     def _add_dead_letters(
         self, batch: ResultBatch, jobs: list[tuple[Any, int]], rejected: list[tuple[int, Rejection]]
@@ -368,6 +416,10 @@ def _origin(
         return batch.job_ids[position], key(item)
 
     return lookup
+
+
+def _rejected_key(writer: OutputWriter) -> str:
+    return rejected_key(str(writer.output.path))
 
 
 def _shifted(origin: Callable[[int], tuple[int, str]], first: int) -> Callable[[int], tuple[int, str]]:

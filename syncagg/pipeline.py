@@ -50,6 +50,12 @@ class Pipeline:
     through ``where`` stages that have a ``status``, which can filter them
     out. They are counted in the summary's failures either way.
 
+    Outputs receive failed results only when a ``where`` stage names the
+    failed status, as in ``where(status="all")`` (see ``writes_failed``).
+    Then each failed job becomes a row with the columns ``job_id``,
+    ``key``, ``status`` (``"failed"``), ``error_type`` and
+    ``error_message``, and every successful row gets ``status`` ``"ok"``.
+
     Parameters
     ----------
     in_workers : bool, default False
@@ -83,9 +89,11 @@ class Pipeline:
         """Pass results whose value makes ``predicate`` true and whose status is in ``status``.
 
         Others are filtered out: counted, but not dead letters. ``status``
-        is ``"ok"``, ``"failed"`` or a list of both; ``predicate`` receives
-        the value of a successful result and is not called for failed ones.
-        A predicate that raises makes the result a dead letter.
+        is ``"ok"``, ``"failed"``, ``"all"`` or a list of them; ``predicate``
+        receives the value of a successful result and is not called for
+        failed ones. A predicate that raises makes the result a dead letter.
+        A status that includes ``"failed"`` also sends failed results to the
+        outputs, as rows with a ``status`` column.
         """
         return self._with(Where(predicate, status, in_workers))
 
@@ -116,6 +124,16 @@ class Pipeline:
         See ``syncagg.normalizing.Normalizer``.
         """
         return self._with(Normalize(Normalizer(numpy, datetimes, nan), in_workers))
+
+    def writes_failed(self) -> bool:
+        """Return whether outputs receive failed results.
+
+        True when at least one ``where`` stage sets a status and every such
+        stage lets failed results pass. A pipeline without a status keeps
+        outputs to successful rows, as a run without a pipeline does.
+        """
+        statuses = [stage for stage in self.stages if isinstance(stage, Where) and stage.statuses is not None]
+        return bool(statuses) and all(stage.allows(Status.FAILED) for stage in statuses)
 
     def runs_in_workers(self, stage: Stage) -> bool:
         """Return True if ``stage`` runs in the workers."""

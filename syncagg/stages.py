@@ -20,6 +20,7 @@ from syncagg.records import Status
 from syncagg.schema import Schema, SchemaMismatch
 
 __all__ = [
+    "ALL_STATUSES",
     "DEAD_LETTER",
     "FILTERED",
     "FILTERED_OUT",
@@ -33,6 +34,9 @@ __all__ = [
     "Where",
     "run_stages",
 ]
+
+# where(status=ALL_STATUSES) passes both successful and failed results.
+ALL_STATUSES = "all"
 
 PASSED = "passed"
 FILTERED_OUT = "filtered_out"
@@ -250,12 +254,15 @@ def _value_text(value: Any) -> str:
 
 def _as_statuses(status: str | Status | Iterable[str | Status]) -> frozenset[Status]:
     items = [status] if isinstance(status, (str, Status)) else list(status)
-    statuses = set()
+    statuses: set[Status] = set()
     for item in items:
+        if item == ALL_STATUSES:
+            statuses.update(Status)
+            continue
         try:
             statuses.add(Status(item))
         except ValueError:
             raise ValueError(
-                f"where(status=...) takes 'ok', 'failed' or a list of them, got {item!r}"
+                f"where(status=...) takes 'ok', 'failed', 'all' or a list of them, got {item!r}"
             ) from None
     return frozenset(statuses)

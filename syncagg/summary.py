@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,28 @@ from syncagg.deadletters import DeadLetter
 from syncagg.pipeline import StageCounts
 from syncagg.records import JobResult
 
-__all__ = ["RunSummary"]
+__all__ = ["RunSummary", "rejected_key", "split_rejected"]
+
+# Prefix of the keys in the collector's counts (which checkpoints store)
+# that count the rows each output rejected, by output path.
+_REJECTED_PREFIX = "rejected:"
+
+
+def rejected_key(path: str) -> str:
+    """Return the key in the collector's counts for the rows that the output at ``path`` rejected."""
+    return _REJECTED_PREFIX + path
+
+
+def split_rejected(counts: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """Split the counts into the other counts and the rejected rows by output path."""
+    rest = {}
+    rejected = {}
+    for name, count in counts.items():
+        if name.startswith(_REJECTED_PREFIX):
+            rejected[name[len(_REJECTED_PREFIX) :]] = count
+        else:
+            rest[name] = count
+    return rest, rejected
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,11 @@ class RunSummary:
     dead_letters : tuple of DeadLetter
         The first dead letters of this call (at most 100); the dead-letter
         output holds all of them.
+    rejected_rows : Mapping[str, int]
+        For each output path, rows the output rejected and sent to the
+        dead-letter output (``invalid="dead_letter"``, or
+        ``Csv(extra="dead_letter")``), earlier runs of the same checkpoint
+        included.
     """
 
     value: Any
@@ -60,6 +86,7 @@ class RunSummary:
     stall_seconds: Mapping[str, float]
     stages: tuple[StageCounts, ...] = ()
     dead_letters: tuple[DeadLetter, ...] = ()
+    rejected_rows: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -86,4 +113,5 @@ class RunSummary:
             "stall_seconds": dict(self.stall_seconds),
             "stages": [stage._asdict() for stage in self.stages],
             "dead_letters": [letter.to_row() for letter in self.dead_letters],
+            "rejected_rows": dict(self.rejected_rows),
         }

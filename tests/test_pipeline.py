@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import syncagg as sa
-from tests import combine_jobs, jobs
+from tests import combine_jobs, jobs, output_jobs
 
 COUNT = 60
 OK = [x for x in range(COUNT) if x % 7 != 0]
@@ -180,6 +181,122 @@ def test_status_filter_counts_failures() -> None:
     assert len(summary.failures) == len(FAILED)
 
 
+def _failed_row(x: int) -> dict[str, Any]:
+    return {
+        "job_id": x,
+        "key": str(x),
+        "status": "failed",
+        "error_type": "ValueError",
+        "error_message": f"{x} is a multiple of 7",
+    }
+
+
+@pytest.mark.parametrize("status", ["all", ["ok", "failed"]], ids=["all", "list"])
+def test_status_all_writes_failed_rows(tmp_path: Path, status: Any) -> None:
+    outputs = [tmp_path / "rows.jsonl", sa.Csv(tmp_path / "rows.csv", extra="extend"), tmp_path / "rows.parquet"]
+    aggregator = sa.Aggregator(workers=2, progress=False, outputs=outputs, pipeline=sa.Pipeline().where(status=status))
+    summary = aggregator.run(jobs.fail_on_multiples_of_seven, range(COUNT))
+
+    rows = _read_lines(tmp_path / "rows.jsonl")
+    ok = sorted((row for row in rows if row["status"] == "ok"), key=lambda row: row["x"])
+    failed = sorted((row for row in rows if row["status"] == "failed"), key=lambda row: row["job_id"])
+    assert len(rows) == COUNT
+    assert ok == [{"x": x, "square": x * x, "status": "ok"} for x in OK]
+    assert failed == [_failed_row(x) for x in FAILED]
+    table = pq.read_table(tmp_path / "rows.parquet")
+    assert table.num_rows == COUNT
+    assert sorted(table.column("status").to_pylist()) == sorted(row["status"] for row in rows)
+    csv_lines = (tmp_path / "rows.csv").read_text().splitlines()
+    assert len(csv_lines) == COUNT + 1
+    assert set(csv_lines[0].split(",")) == {"x", "square", "status", "job_id", "key", "error_type", "error_message"}
+    assert sorted(row["x"] for row in summary.value) == OK
+    assert summary.counts["passed"] == COUNT
+
+
+def test_status_failed_writes_only_failed(tmp_path: Path) -> None:
+    pipeline = sa.Pipeline().where(status="failed")
+    aggregator = sa.Aggregator(workers=2, progress=False, outputs=[tmp_path / "rows.jsonl"], pipeline=pipeline)
+    summary = aggregator.run(jobs.fail_on_multiples_of_seven, range(COUNT))
+
+    rows = sorted(_read_lines(tmp_path / "rows.jsonl"), key=lambda row: row["job_id"])
+    assert rows == [_failed_row(x) for x in FAILED]
+    assert summary.value == []
+    assert summary.counts["filtered_out"] == len(OK)
+
+
+def test_no_status_keeps_outputs_ok(tmp_path: Path) -> None:
+    pipeline = sa.Pipeline().validate({"x": int, "square": int})
+    aggregator = sa.Aggregator(workers=2, progress=False, outputs=[tmp_path / "rows.jsonl"], pipeline=pipeline)
+    aggregator.run(jobs.fail_on_multiples_of_seven, range(COUNT))
+
+    rows = sorted(_read_lines(tmp_path / "rows.jsonl"), key=lambda row: row["x"])
+    assert rows == [{"x": x, "square": x * x} for x in OK]
+
+
+def test_dead_worker_writes_failed_row(tmp_path: Path) -> None:
+    aggregator = sa.Aggregator(
+        workers=2,
+        progress=False,
+        retries=0,
+        outputs=[tmp_path / "rows.jsonl"],
+        pipeline=sa.Pipeline().where(status="all"),
+    )
+    aggregator.run(jobs.kill_self_on_13, range(20))
+
+    rows = _read_lines(tmp_path / "rows.jsonl")
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert len(rows) == 20
+    assert sorted(row["x"] for row in rows if row["status"] == "ok") == [x for x in range(20) if x != 13]
+    assert len(failed) == 1
+    assert failed[0]["job_id"] == 13
+    assert failed[0]["key"] == "13"
+    assert failed[0]["error_type"] == "syncagg.WorkerDied"
+
+
+def test_status_all_tags_tables(tmp_path: Path) -> None:
+    outputs = [tmp_path / "rows.parquet", tmp_path / "rows.jsonl"]
+    pipeline = sa.Pipeline().where(status="all")
+    aggregator = sa.Aggregator(workers=2, progress=False, outputs=outputs, pipeline=pipeline)
+    aggregator.run(output_jobs.arrow_block, [0, output_jobs.BLOCK_ROWS])
+
+    table = pq.read_table(tmp_path / "rows.parquet").sort_by("id")
+    expected = output_jobs.block_rows(0) + output_jobs.block_rows(output_jobs.BLOCK_ROWS)
+    assert table.column_names == ["id", "name", "half", "even", "status"]
+    assert table.to_pylist() == [{**row, "status": "ok"} for row in expected]
+    lines = sorted(_read_lines(tmp_path / "rows.jsonl"), key=lambda row: row["id"])
+    assert lines == [{**row, "status": "ok"} for row in expected]
+
+
+def test_status_field_taken_raises(tmp_path: Path) -> None:
+    aggregator = sa.Aggregator(
+        workers=1, progress=False, outputs=[tmp_path / "rows.jsonl"], pipeline=sa.Pipeline().where(status="all")
+    )
+    with pytest.raises(sa.OutputError, match=r"job 1 \(\{'status': 200\}\) returned a row with a 'status' field"):
+        aggregator.run(jobs.identity, [{"code": 1}, {"status": 200}])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", ["error", "ignore"])
+def test_status_all_rejects_plain_csv(tmp_path: Path, extra: str) -> None:
+    csv_output = sa.Csv(tmp_path / "rows.csv", extra=extra)
+    with pytest.raises(ValueError, match=rf"CSV output .*rows.csv' receives failed jobs.* extra='{extra}'; pass "):
+        sa.Aggregator(outputs=[csv_output], pipeline=sa.Pipeline().where(status="all"))
+
+
+def test_status_all_accepts_declared_csv(tmp_path: Path) -> None:
+    columns = ["x", "square", "status", "job_id", "key", "error_type", "error_message"]
+    csv_output = sa.Csv(tmp_path / "rows.csv", columns=columns)
+    aggregator = sa.Aggregator(
+        workers=2, progress=False, outputs=[csv_output], pipeline=sa.Pipeline().where(status="all")
+    )
+    aggregator.run(jobs.fail_on_multiples_of_seven, range(COUNT))
+
+    lines = (tmp_path / "rows.csv").read_text().splitlines()
+    assert lines[0] == ",".join(columns)
+    assert ",,failed,7,7,ValueError,7 is a multiple of 7" in lines
+    assert len(lines) == COUNT + 1
+
+
 def test_worker_stages_in_threads() -> None:
     pipeline = sa.Pipeline(in_workers=True).where(lambda row: row["x"] > 10).map(lambda row: row["x"])
     summary = sa.Aggregator(workers=sa.Threads(2), progress=False, pipeline=pipeline).run(
@@ -269,7 +386,7 @@ def test_checkpoint_rejects_other_pipeline(tmp_path: Path) -> None:
     ("make", "error", "message"),
     [
         (lambda: sa.Pipeline().where(), TypeError, r"where\(\) needs a predicate, a status, or both"),
-        (lambda: sa.Pipeline().where(status="done"), ValueError, r"takes 'ok', 'failed' or a list of them, got 'done'"),
+        (lambda: sa.Pipeline().where(status="done"), ValueError, r"takes 'ok', 'failed', 'all' or a list of them, got 'done'"),
         (lambda: sa.Pipeline().map(3), TypeError, r"map\(fn\) must be callable, got 3"),
         (lambda: sa.Pipeline().validate([int]), TypeError, r"validate\(\) takes a syncagg.Schema"),
         (lambda: sa.Pipeline().normalize(nan="drop"), ValueError, r"normalize\(nan=...\) must be one of"),
