@@ -218,16 +218,18 @@ def test_progress_logs_without_terminal(tmp_path: Path) -> None:
     assert "\r" not in result.stderr
 
 
-def test_verbose_logs_failed_job(tmp_path: Path) -> None:
+def test_failed_job_logged_as_warning(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
 
     result = run_cli(
-        "run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "--verbose"
+        "run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", "--quiet"
     )
 
     assert result.returncode == 1, result.stderr
-    assert (
-        "DEBUG syncagg.collector: job 7 (7) failed: 7 is not welcome" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "syncagg.collector" in line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].endswith(
+        "WARNING syncagg.collector: job 7 (7) failed: ValueError: 7 is not welcome"
     )
 
 
