@@ -28,6 +28,7 @@ from syncagg.cli_errors import UsageError
 from syncagg.cli_inputs import INPUT_FORMATS, open_inputs
 from syncagg.cli_inspect import describe_checkpoint, format_report
 from syncagg.cli_strategies import STRATEGY_FORMS, Aggregation, parse_strategy
+from syncagg.cli_where import fit_outputs, parse_where, where_pipeline
 from syncagg.errors import CheckpointMismatchError, SyncaggError
 from syncagg.memory import format_bytes, parse_memory
 from syncagg.outputs.arrowipc import ArrowIpc
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v",
         "--verbose",
         action="store_true",
-        help="log at DEBUG level, one line per failed job included",
+        help="log at DEBUG level, including every failed job after the first 20",
     )
     common.add_argument(
         "-q",
@@ -167,7 +168,23 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="write one row per successful job to PATH (repeatable); the suffix sets the format",
+        help=(
+            "write one row per successful job to PATH (repeatable), or per job that "
+            "--where selects; the suffix sets the format"
+        ),
+    )
+    run.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        type=parse_where,
+        metavar="STATUS",
+        help=(
+            "results that go on to the strategy and the outputs: ok (the default), failed "
+            "or all; repeatable or comma-separated. A failed job becomes an output row "
+            "with the columns job_id, key, status, error_type and error_message, and "
+            "every row then has a status column (ok or failed)"
+        ),
     )
     run.add_argument(
         "--format",
@@ -247,7 +264,8 @@ def _add_run_controls(run: argparse.ArgumentParser) -> None:
 def _run(arguments: argparse.Namespace) -> int:
     fn = load_function(arguments.function)
     inputs = open_inputs(arguments.inputs, arguments.input_format)
-    outputs = _outputs(arguments.output, arguments.format)
+    pipeline = where_pipeline(arguments.where)
+    outputs = fit_outputs(_outputs(arguments.output, arguments.format), pipeline)
     for path in (arguments.checkpoint, arguments.summary):
         if path is not None:
             _check_folder(
@@ -266,6 +284,7 @@ def _run(arguments: argparse.Namespace) -> int:
             timeout=arguments.timeout,
             max_memory=arguments.max_memory,
             progress_interval=arguments.progress_interval,
+            pipeline=pipeline,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -427,7 +446,7 @@ def format_summary(summary: RunSummary) -> str:
         ("elapsed", f"{summary.elapsed:.1f} s"),
         ("peak memory", format_bytes(summary.peak_memory)),
     ]
-    outputs = [str(path) for path in summary.outputs] or ["none"]
+    outputs = [_describe_output(summary, path) for path in summary.outputs] or ["none"]
     rows += [("outputs" if i == 0 else "", path) for i, path in enumerate(outputs)]
     if summary.checkpoint is not None:
         rows.append(("checkpoint", str(summary.checkpoint)))
@@ -439,6 +458,14 @@ def format_summary(summary: RunSummary) -> str:
         )
         rows.append(("failure", f"job {failure.job_id} ({failure.key}): {error}"))
     return "\n".join(f"{label:<12} {value}" for label, value in rows)
+
+
+def _describe_output(summary: RunSummary, path: Path) -> str:
+    """Return the output path, with the rows it rejected to the dead letters if any."""
+    rejected = summary.rejected_rows.get(str(path), 0)
+    if rejected == 0:
+        return str(path)
+    return f"{path} ({rejected} rows rejected to the dead letters)"
 
 
 def _write_summary(

@@ -31,6 +31,14 @@ def slow_square(item: Any) -> dict[str, Any]:
     return square(item)
 
 
+def slow_square_failing_on_sevens(item: Any) -> dict[str, Any]:
+    """Return ``slow_square(item)``, but raise ``ValueError`` for multiples of 7."""
+    row = slow_square(item)
+    if row["x"] % 7 == 0:
+        raise ValueError(f"{row['x']} is a multiple of 7")
+    return row
+
+
 def hang_on_three(item: Any) -> dict[str, Any]:
     """Return ``square(item)``, but sleep for 10 minutes on 3."""
     row = square(item)

@@ -233,6 +233,80 @@ def test_failed_job_logged_as_warning(tmp_path: Path) -> None:
     )
 
 
+def test_where_failed_writes_failed_rows(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+    output = tmp_path / "failed.jsonl"
+
+    result = run_cli(
+        "run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2",
+        "--where", "failed", "-o", output, "-s", "count",
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert stdout_json(result) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert rows == [
+        {
+            "job_id": 7,
+            "key": "7",
+            "status": "failed",
+            "error_type": "ValueError",
+            "error_message": "7 is not welcome",
+        }
+    ]
+
+
+@pytest.mark.parametrize("where", [["all"], ["ok,failed"], ["ok", "failed"]], ids=["all", "comma", "repeated"])
+def test_where_all_forms_write_every_row(tmp_path: Path, where: list[str]) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+    output = tmp_path / "rows.csv"
+    options = [argument for value in where for argument in ("--where", value)]
+
+    result = run_cli(
+        "run", "tests.cli_jobs:square_but_seven", inputs, "-w", "2", *options, "-o", output
+    )
+
+    assert result.returncode == 1, result.stderr
+    with output.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    statuses = {int(row["x"] or row["job_id"]): row["status"] for row in rows}
+    assert len(rows) == 10
+    assert statuses == {x: "failed" if x == 7 else "ok" for x in range(10)}
+
+
+def test_where_ok_resumes_default_checkpoint(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+    output = tmp_path / "rows.jsonl"
+    arguments = ["run", SQUARE, inputs, "-w", "2", "-o", output, "--checkpoint", tmp_path / "run.sqlite"]
+    first = run_cli(*arguments)
+
+    second = run_cli(*arguments, "--where", "ok")
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "resumed      10" in second.stderr.splitlines()
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(row["x"] for row in rows) == list(range(10))
+    assert all("status" not in row for row in rows)
+
+
+def test_where_all_status_field_taken_exit_three(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", [{"x": 1, "status": "new"}])
+
+    result = run_cli(
+        "run", "tests.cli_jobs:echo", inputs, "-w", "1", "--where", "all",
+        "-o", tmp_path / "rows.jsonl",
+    )
+
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert (
+        "syncagg run: error: job 0 ({'x': 1, 'status': 'new'}) returned a row with a "
+        "'status' field" in result.stderr
+    )
+    assert "--where ok" in result.stderr
+
+
 def test_timeout_fails_hung_job(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", list(range(8)))
 
@@ -294,6 +368,8 @@ def test_help_names_units() -> None:
     assert "seconds a job may run" in text
     assert "in bytes or with a unit such as 512MiB or 4GiB" in text
     assert "number of worker processes" in text
+    assert "ok (the default), failed or all" in text
+    assert "job_id, key, status, error_type and error_message" in text
 
 
 @pytest.mark.parametrize(
@@ -345,6 +421,11 @@ def test_help_names_units() -> None:
             "'nofolder'",
             "mkdir -p nofolder",
         ),
+        (
+            [SQUARE, "IN", "--where", "ok,done"],
+            "'done'",
+            "expected ok, failed or all, or several of them separated by commas",
+        ),
     ],
     ids=[
         "module",
@@ -361,6 +442,7 @@ def test_help_names_units() -> None:
         "workers",
         "timeout",
         "checkpoint-folder",
+        "where",
     ],
 )
 def test_bad_argument_one_line(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -9,12 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import psutil
+import pyarrow.parquet as pq
 import pytest
 
 from tests.test_cli import ROOT, run_cli, stdout_json, write_jsonl
 
 COUNT = 300
+FAILED_IDS = list(range(0, COUNT, 7))
+OK_IDS = [x for x in range(COUNT) if x % 7 != 0]
 
 
 def run_command(folder: Path) -> list[str]:
@@ -280,3 +285,140 @@ def test_inspect_bad_file_exit_two(
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def where_all_command(folder: Path) -> list[str]:
+    """Return the arguments of a run that writes ok and failed rows to three formats."""
+    return [
+        "run",
+        "tests.cli_jobs:slow_square_failing_on_sevens",
+        str(folder / "in.jsonl"),
+        "-w",
+        "2",
+        "--where",
+        "all",
+        "-o",
+        str(folder / "rows.jsonl"),
+        "-o",
+        str(folder / "rows.csv"),
+        "-o",
+        str(folder / "rows.parquet"),
+        "-s",
+        "sum:x",
+        "--checkpoint",
+        str(folder / "run.sqlite"),
+        "--checkpoint-seconds",
+        "0.2",
+        "--summary",
+        str(folder / "summary.json"),
+    ]
+
+
+def expected_ok_row(x: int) -> dict[str, object]:
+    return {"x": x, "square": x * x, "parity": "even" if x % 2 == 0 else "odd", "status": "ok"}
+
+
+def expected_failed_row(x: int) -> dict[str, object]:
+    return {
+        "job_id": x,
+        "key": str(x),
+        "status": "failed",
+        "error_type": "ValueError",
+        "error_message": f"{x} is a multiple of 7",
+    }
+
+
+def check_jsonl_rows(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    ok = sorted((row for row in rows if row["status"] == "ok"), key=lambda row: row["x"])
+    failed = sorted((row for row in rows if row["status"] == "failed"), key=lambda row: row["job_id"])
+    assert len(rows) == COUNT
+    assert ok == [expected_ok_row(x) for x in OK_IDS]
+    assert failed == [expected_failed_row(x) for x in FAILED_IDS]
+
+
+def check_csv_rows(path: Path) -> None:
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        rows = list(reader)
+    ok = [row for row in rows if row["status"] == "ok"]
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert set(reader.fieldnames or ()) == {
+        "x", "square", "parity", "status", "job_id", "key", "error_type", "error_message"
+    }
+    assert len(rows) == COUNT
+    assert sorted(int(row["x"]) for row in ok) == OK_IDS
+    assert {row["job_id"] for row in ok} == {""}
+    assert sorted(int(row["job_id"]) for row in failed) == FAILED_IDS
+    assert {row["x"] for row in failed} == {""}
+    assert {row["error_type"] for row in failed} == {"ValueError"}
+
+
+def check_parquet_rows(path: Path) -> None:
+    rows = pq.read_table(path).to_pylist()
+    ok = sorted((row for row in rows if row["status"] == "ok"), key=lambda row: row["x"])
+    failed = sorted((row for row in rows if row["status"] == "failed"), key=lambda row: row["job_id"])
+    empty_failed = {"job_id": None, "key": None, "error_type": None, "error_message": None}
+    empty_ok = {"x": None, "square": None, "parity": None}
+    assert len(rows) == COUNT
+    assert ok == [{**expected_ok_row(x), **empty_failed} for x in OK_IDS]
+    assert failed == [{**expected_failed_row(x), **empty_ok} for x in FAILED_IDS]
+
+
+def check_with_duckdb(folder: Path) -> None:
+    """Count each job once per status in every output, read by DuckDB."""
+    readers = {"rows.jsonl": "read_json", "rows.csv": "read_csv", "rows.parquet": "read_parquet"}
+    connection = duckdb.connect()
+    try:
+        for name, reader in readers.items():
+            path = str(folder / name)
+            counts = connection.execute(
+                f"SELECT status, count(*), count(DISTINCT coalesce(x, job_id)) FROM {reader}(?) "
+                "GROUP BY status ORDER BY status",
+                [path],
+            ).fetchall()
+            failed = connection.execute(
+                f"SELECT job_id, key::VARCHAR, error_message FROM {reader}(?) "
+                "WHERE status = 'failed' ORDER BY job_id",
+                [path],
+            ).fetchall()
+            assert counts == [
+                ("failed", len(FAILED_IDS), len(FAILED_IDS)),
+                ("ok", len(OK_IDS), len(OK_IDS)),
+            ], name
+            assert failed == [(x, str(x), f"{x} is a multiple of 7") for x in FAILED_IDS], name
+    finally:
+        connection.close()
+
+
+@pytest.mark.timeout(300)
+def test_where_all_exactly_once_after_sigkill(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", list(range(COUNT)))
+    command = [sys.executable, "-m", "syncagg", *where_all_command(tmp_path)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        report = wait_for_done(process, tmp_path / "run.sqlite", 60)
+        code = stop(process, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == -signal.SIGKILL
+    assert int(report["failed"]) > 0  # type: ignore[call-overload]
+    assert not (tmp_path / "rows.parquet").exists()
+
+    result = run_cli(*where_all_command(tmp_path))
+
+    assert result.returncode == 1, result.stderr
+    assert stdout_json(result) == sum(OK_IDS)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"]["ok"] == len(OK_IDS)
+    assert summary["counts"]["failed"] == len(FAILED_IDS)
+    assert summary["counts"]["resumed"] >= 60
+    check_jsonl_rows(tmp_path / "rows.jsonl")
+    check_csv_rows(tmp_path / "rows.csv")
+    check_parquet_rows(tmp_path / "rows.parquet")
+    check_with_duckdb(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

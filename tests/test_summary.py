@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import syncagg as sa
+from syncagg.cli import format_summary
 from tests import jobs
 
 COUNT = 30
@@ -86,6 +87,15 @@ def test_finished_run_keeps_rejected_rows(tmp_path: Path) -> None:
 
     assert again.counts["resumed"] == COUNT
     assert again.rejected_rows[str(tmp_path / "rows.csv")] == len(REJECTED)
+
+
+def test_summary_table_names_rejected_rows(tmp_path: Path) -> None:
+    summary = _aggregator(tmp_path).run(jobs.identity, _inputs())
+
+    lines = format_summary(summary).splitlines()
+
+    assert f"outputs      {tmp_path / 'rows.csv'} ({len(REJECTED)} rows rejected to the dead letters)" in lines
+    assert f"             {tmp_path / 'rows.jsonl'}" in lines
 
 
 def test_failed_jobs_logged_then_rate_limited(collector_log: _Records) -> None:
