@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 import syncagg as sa
+from syncagg.interrupts import Termination
 from tests import combine_jobs, jobs
 from tests.checkpoints import done_jobs
 
@@ -187,6 +188,37 @@ def test_stream_restores_sigterm_handler() -> None:
     assert during != before
     assert after_end == before
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+class _FakeLoop:
+    """Record the calls that a Termination makes on a run loop."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def request_stop(self, drain: bool = False) -> None:
+        self.calls.append(f"request_stop(drain={drain})")
+
+    def terminate(self) -> None:
+        self.calls.append("terminate")
+
+
+def test_sigterm_before_attach_stops_loop() -> None:
+    termination = Termination()
+    loop = _FakeLoop()
+    termination.install()
+    try:
+        assert signal.getsignal(signal.SIGTERM) == termination._handle
+        signal.raise_signal(signal.SIGTERM)
+        termination.attach(loop)  # type: ignore[arg-type]
+        signal.raise_signal(signal.SIGTERM)
+        termination.detach()
+    finally:
+        termination.uninstall()
+
+    assert termination.requested.is_set()
+    assert loop.calls == ["request_stop(drain=True)", "terminate"]
+    assert signal.getsignal(signal.SIGTERM) != termination._handle
 
 
 def _terminate_after(process: subprocess.Popen[bytes], count: int) -> list[int]:
