@@ -783,11 +783,6 @@ def test_converter_state_restores_ranges() -> None:
     assert rejected[0].startswith("column 'v': value 0.5 (float) would widen int64 to double")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pa.ArrowInvalid,
-    reason="the part-file outputs do not yet keep TableConverter.state() in their checkpoint position",
-)
 @pytest.mark.parametrize("output_type", COLUMNAR)
 def test_columnar_resume_keeps_big_int(tmp_path: Path, output_type: type[Output]) -> None:
     path = path_for(tmp_path, output_type)

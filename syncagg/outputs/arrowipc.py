@@ -1,4 +1,4 @@
-"""Arrow IPC output (Feather v2): part files committed at each checkpoint, merged at the end.
+"""Arrow IPC output (Feather v2): one file written through the run, with part files for a resume.
 
 An Arrow IPC file, like a Parquet file, ends with a footer and cannot be
 read before it is closed, so it uses the same part files as Parquet (see
@@ -8,7 +8,6 @@ read before it is closed, so it uses the same part files as Parquet (see
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,6 @@ class ArrowIpc(PartFileOutput):
     format = "arrow"
     suffixes = (".arrow", ".feather")
     description = "Arrow IPC file (Feather v2)"
-    part_suffix = ".arrow"
 
     def __init__(
         self,
@@ -95,15 +93,5 @@ class ArrowIpc(PartFileOutput):
         return pa.ipc.new_file(str(path), schema, options=options)
 
     def _write_to(self, writer: pa.ipc.RecordBatchFileWriter, table: pa.Table) -> None:
-        writer.write_table(table, max_chunksize=max(1, table.num_rows))
-
-    def _read_schema(self, path: Path) -> pa.Schema:
-        with pa.OSFile(str(path), "rb") as source:
-            return pa.ipc.open_file(source).schema
-
-    def _read_batches(self, path: Path) -> Iterator[pa.RecordBatch]:
-        # Read into memory, not mapped: the merge keeps batches after the part is closed.
-        with pa.OSFile(str(path), "rb") as source:
-            reader = pa.ipc.open_file(source)
-            for index in range(reader.num_record_batches):
-                yield reader.get_batch(index)
+        # One record batch per group, even when the rows arrived in several chunks.
+        writer.write_table(table.combine_chunks(), max_chunksize=max(1, table.num_rows))

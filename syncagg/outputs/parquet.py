@@ -1,14 +1,13 @@
-"""Parquet output: part files committed at each checkpoint, merged at the end.
+"""Parquet output: one file encoded through the run, with Arrow IPC part files for a resume.
 
-See ``syncagg/outputs/partfiles.py`` for how parts, commits and the merge
-work, and ``syncagg/outputs/arrowconvert.py`` for schema inference,
+See ``syncagg/outputs/partfiles.py`` for how the file, the parts and
+commits work, and ``syncagg/outputs/arrowconvert.py`` for schema inference,
 widening and the declared schema.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,6 @@ class Parquet(PartFileOutput):
     format = "parquet"
     suffixes = (".parquet", ".pq")
     description = "Apache Parquet: one file with one schema"
-    part_suffix = ".parquet"
 
     def __init__(
         self,
@@ -126,10 +124,3 @@ class Parquet(PartFileOutput):
 
     def _write_to(self, writer: pq.ParquetWriter, table: pa.Table) -> None:
         writer.write_table(table, row_group_size=max(1, table.num_rows))
-
-    def _read_schema(self, path: Path) -> pa.Schema:
-        return pq.read_schema(path)
-
-    def _read_batches(self, path: Path) -> Iterator[pa.RecordBatch]:
-        with pq.ParquetFile(path) as source:
-            yield from source.iter_batches(batch_size=self.row_group_rows)

@@ -1,24 +1,28 @@
-"""Columnar outputs written as part files, committed at checkpoints and merged at the end.
+"""Columnar outputs: one file written through the run, and part files for a resume.
 
 A Parquet or Arrow IPC file cannot be read until its footer is written at
-close, so an open file cannot be part of a checkpoint. These outputs write
-row groups into numbered part files in a hidden ``.<name>.parts`` folder
-beside the final path, close the current part at each commit, and record
-how many parts are complete. ``seal`` combines the parts into one file
-with one schema under the hidden name ``.<name>.partial`` (a hard link
-when there is one part that already has that schema), and ``publish``
-renames it to the final name, then removes the parts. A crash therefore
-never leaves a file without a footer under the final name, unless the
-output is ``live``.
+close, so an open file cannot be part of a checkpoint. These outputs keep
+one writer open on the hidden file ``.<name>.partial`` for the whole run,
+and also write every row into the Arrow IPC part files of a ``PartLog`` in
+the hidden folder ``.<name>.parts``. A commit closes and fsyncs the open
+part and records how many parts are complete, without touching the file.
+``seal`` closes the file, so each row is encoded once, and ``publish``
+renames it to the final name and then removes the parts.
+
+A resume deletes the half-written file and writes it again from the
+committed parts, the only case where rows are encoded twice. When an
+inferred schema widens after the file's writer has started (a column
+appears, integers become floats), the writer is dropped and ``seal``
+merges the parts into the file instead. A crash never leaves a file
+without a footer under the final name, unless the output is ``live``.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
+import logging
 import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +32,27 @@ from syncagg.errors import CheckpointError
 from syncagg.outputs.arrowconvert import TableConverter, conform, unify
 from syncagg.outputs.base import Output, partial_path
 from syncagg.outputs.files import fsync_directory, fsync_file
+from syncagg.outputs.partlog import PartLog, close_quietly
 
-__all__ = ["PartFileOutput"]
+__all__ = ["EMPTY_SCHEMA", "PartFileOutput"]
+
+logger = logging.getLogger("syncagg.outputs")
+
+# The schema of a file from a run without rows and without a declared
+# schema. DuckDB 2.0 rejects a Parquet file or an Arrow table without
+# columns, so the file gets one column of type null.
+EMPTY_SCHEMA = pa.schema([pa.field("value", pa.null())])
+
+# Buffer compression of the part files. They are read only by a resume or a
+# merge, so they are written as fast as possible.
+_PART_COMPRESSION = None
 
 
 class PartFileOutput(Output):
     """The shared machinery of the Parquet and Arrow IPC outputs.
 
-    A subclass sets ``part_suffix`` and implements ``_new_writer``,
-    ``_read_schema`` and ``_read_batches``.
+    A subclass implements ``_new_writer`` and ``_write_to`` for its format.
     """
-
-    part_suffix = ".part"
 
     def __init__(
         self,
@@ -57,6 +70,7 @@ class PartFileOutput(Output):
         self.schema = schema
         self._group_rows = _positive("row count per group", group_rows)
         self._group_bytes = _positive("bytes per group", group_bytes)
+        self._log = PartLog(partial_path(self.path, ".parts"), _PART_COMPRESSION)
         self._writer: Any = None
         self._writer_schema: pa.Schema | None = None
 
@@ -64,37 +78,36 @@ class PartFileOutput(Output):
 
     @abc.abstractmethod
     def _new_writer(self, path: Path, schema: pa.Schema) -> Any:
-        """Return a writer with ``write_group(table)`` semantics through ``_write_to``."""
+        """Open a writer of this format on ``path``, for ``_write_to``."""
 
     @abc.abstractmethod
     def _write_to(self, writer: Any, table: pa.Table) -> None:
         """Write ``table`` as one row group (or record batch) with ``writer``."""
 
-    @abc.abstractmethod
-    def _read_schema(self, path: Path) -> pa.Schema:
-        """Return the Arrow schema of a closed part file."""
-
-    @abc.abstractmethod
-    def _read_batches(self, path: Path) -> Iterator[pa.RecordBatch]:
-        """Yield the record batches of a closed part file."""
-
     # Paths ---------------------------------------------------------------
 
     @property
-    def _parts(self) -> Path:
-        return partial_path(self.path, ".parts")
+    def _file(self) -> Path:
+        """The file that the writer fills: the final path when ``live``."""
+        return self.sealed_path
 
     def hidden_paths(self) -> list[Path]:
-        return [self._parts, partial_path(self.path)]
+        return [self._log.folder, self._log.removing, partial_path(self.path)]
 
-    def _part_path(self, index: int) -> Path:
-        return self._parts / f"part-{index:06d}{self.part_suffix}"
+    def is_published(self) -> bool:
+        """Return whether an earlier run already renamed the complete file to its final name.
 
-    def _is_part(self, path: Path) -> bool:
-        return path.name.startswith("part-") and path.name.endswith(self.part_suffix)
-
-    def _part_index(self, path: Path) -> int:
-        return int(path.name[len("part-") : -len(self.part_suffix)])
+        The part folder loses its name only after that rename (see
+        ``PartLog.remove``), so a final file with neither the part folder
+        nor the hidden file beside it was published. The check also removes
+        what a publish killed during that removal left behind.
+        """
+        if self.live or not self.path.exists():
+            return False
+        if self._log.folder.exists() or partial_path(self.path).exists():
+            return False
+        self._log.remove()
+        return True
 
     # Lifecycle -----------------------------------------------------------
 
@@ -104,16 +117,16 @@ class PartFileOutput(Output):
         self._buffered_rows = 0
         self._buffered_bytes = 0
         self._rows = 0
-        self._committed = 0
+        self._writer = None
+        self._writer_schema = None
+        self._merge_at_seal = False
         partial_path(self.path).unlink(missing_ok=True)
         if self.live:
             self._open_live(position)
-            return
-        if position is None:
-            shutil.rmtree(self._parts, ignore_errors=True)
-            self._parts.mkdir()
-            return
-        self._resume(int(position["parts"]), int(position["rows"]))
+        elif position is None:
+            self._log.start()
+        else:
+            self._resume(position)
 
     def _open_live(self, position: Any | None) -> None:
         if position is not None and int(position.get("rows", 0)):
@@ -124,20 +137,26 @@ class PartFileOutput(Output):
                 "start afresh, and leave live=False for a run that must resume"
             )
 
-    def _resume(self, parts: int, rows: int) -> None:
-        if not self._parts.is_dir():
-            raise CheckpointError(
-                f"cannot resume: the part folder {str(self._parts)!r} that the "
-                "checkpoint refers to is missing; delete the checkpoint file to start afresh"
-            )
-        for path in self._parts.iterdir():
-            if not self._is_part(path) or self._part_index(path) >= parts:
-                path.unlink()
-        self._committed = parts
-        self._rows = rows
+    def _resume(self, position: dict[str, Any]) -> None:
+        """Keep the committed parts and write their rows into a new file."""
+        parts, rows = int(position["parts"]), int(position["rows"])
+        self._log.resume(parts)
         if parts and self.schema is None:
-            schemas = [self._read_schema(self._part_path(i)) for i in range(parts)]
-            self._converter.schema = unify(schemas)
+            self._converter.schema = unify(self._log.schemas())
+        # Checkpoints written before the converter had a state lack the key.
+        self._converter.restore(position.get("converter"))
+        logger.info("resuming %s: writing the %d rows of %d parts into a new file", self.path, rows, parts)
+
+        found = 0
+        for batch in self._log.batches():
+            found += batch.num_rows
+            self._enqueue(conform(pa.Table.from_batches([batch]), self._converter.schema))
+        if found != rows:
+            raise CheckpointError(
+                f"cannot resume {str(self.path)!r}: its {parts} part files hold {found} rows "
+                f"but the checkpoint recorded {rows}; delete the checkpoint file to start afresh"
+            )
+        self._rows = rows
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         table = self._converter.from_rows(rows)
@@ -150,13 +169,22 @@ class PartFileOutput(Output):
             self._add(converted)
 
     def _add(self, table: pa.Table) -> None:
+        if not self.live:
+            self._log.write(table)
+        self._rows += table.num_rows
+        self._enqueue(table)
+
+    def _enqueue(self, table: pa.Table) -> None:
+        """Buffer ``table`` for the file, and write the row groups that are full."""
+        if self._merge_at_seal:
+            return
         self._buffer.append(table)
         self._buffered_rows += table.num_rows
         self._buffered_bytes += table.nbytes
         while self._buffered_rows >= self._group_rows or self._buffered_bytes >= self._group_bytes:
-            written = self._rows
+            buffered = self._buffered_rows
             self._write_groups(whole_only=True)
-            if self._rows == written:
+            if self._buffered_rows == buffered:
                 # The estimate before the cast was larger than the table; no group is full.
                 break
 
@@ -166,6 +194,10 @@ class PartFileOutput(Output):
             return
         schema = self._converter.schema
         assert schema is not None
+        if self._writer is not None and not self._writer_schema.equals(schema):  # type: ignore[union-attr]
+            self._drop_writer()
+            return
+
         table = pa.concat_tables([conform(part, schema) for part in self._buffer])
         size = _group_size(table, self._group_rows, self._group_bytes)
         start = 0
@@ -179,87 +211,77 @@ class PartFileOutput(Output):
         self._buffered_bytes = rest.nbytes if rest.num_rows else 0
 
     def _write_group(self, table: pa.Table) -> None:
-        if self._writer is not None and not self._writer_schema.equals(table.schema):  # type: ignore[union-attr]
-            self._close_part()
         if self._writer is None:
-            target = self.path if self.live else self._part_path(self._committed)
-            self._writer = self._new_writer(target, table.schema)
+            self._writer = self._new_writer(self._file, table.schema)
             self._writer_schema = table.schema
         self._write_to(self._writer, table)
-        self._rows += table.num_rows
 
-    def commit(self) -> dict[str, int]:
-        self._write_groups(whole_only=False)
+    def _drop_writer(self) -> None:
+        """Stop writing the file, whose schema no longer fits, and merge the parts at ``seal``."""
+        # A live output's schema is fixed by its first rows, so it never widens.
+        assert not self.live, "the schema of a live output widened"
+        logger.info(
+            "the schema of %s widened after its first row group; the file will be written "
+            "again from the part files at the end of the run",
+            self.path,
+        )
+        self._close_writer_quietly()
+        self._file.unlink(missing_ok=True)
+        self._merge_at_seal = True
+        self._buffer = []
+        self._buffered_rows = self._buffered_bytes = 0
+
+    def commit(self) -> dict[str, Any]:
         if self.live:
             # A live file cannot be closed and reopened; its rows are durable only at the end.
             return {"rows": self._rows, "live": 1}
-        self._close_part()
-        fsync_directory(self._parts)
-        return {"parts": self._committed, "rows": self._rows}
-
-    def _close_part(self) -> None:
-        if self._writer is None:
-            return
-        writer, self._writer = self._writer, None
-        writer.close()
-        if self.live:
-            return
-        fsync_file(self._part_path(self._committed))
-        self._committed += 1
+        parts = self._log.commit()
+        return {"parts": parts, "rows": self._rows, "converter": self._converter.state()}
 
     def seal(self) -> None:
         self.check_target()
         self.commit()
-        if self.live:
-            self._seal_live()
-            return
-        parts = [self._part_path(i) for i in range(self._committed)]
-        schemas = [self._read_schema(part) for part in parts]
-        final = unify(schemas) if schemas else self._empty_schema()
-        sealed = partial_path(self.path)
-        sealed.unlink(missing_ok=True)
-        if len(parts) == 1 and schemas[0].equals(final):
-            # The parts stay until publish, so a crash before it can seal again.
-            _link_or_copy(parts[0], sealed)
+        self._write_groups(whole_only=False)
+        if self._merge_at_seal:
+            self._merge_parts()
         else:
-            try:
-                self._merge(parts, final, sealed)
-            except BaseException:
-                sealed.unlink(missing_ok=True)
-                raise
-            fsync_file(sealed)
-        fsync_directory(sealed.parent)
-
-    def _seal_live(self) -> None:
-        if self._writer is None and self._rows == 0:
-            # No row arrived: an empty file still carries the schema.
-            self._writer = self._new_writer(self.path, self._empty_schema())
-        self._close_part()
-        fsync_file(self.path)
+            if self._writer is None:
+                # No row arrived: the file still has a schema.
+                self._writer = self._new_writer(self._file, self._empty_schema())
+            writer, self._writer = self._writer, None
+            writer.close()
+        fsync_file(self._file)
+        fsync_directory(self._file.parent)
 
     def _empty_schema(self) -> pa.Schema:
-        # NOTE: without rows or a declared schema the file has no columns;
-        # pyarrow and polars read it, but DuckDB 2.0 rejects a Parquet file
-        # without columns.
-        return self._converter.schema or pa.schema([])
+        return self._converter.schema or EMPTY_SCHEMA
 
-    def _merge(self, parts: list[Path], schema: pa.Schema, target: Path) -> None:
-        # Every commit ends a part with a short group. The merge regroups the
-        # rows, so that only the last group of the file is short.
+    def _merge_parts(self) -> None:
+        target = partial_path(self.path)
+        target.unlink(missing_ok=True)
+        schema = unify(self._log.schemas())
+        try:
+            self._merge(self._log.batches(), schema, target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    def _merge(self, batches: Iterable[pa.RecordBatch], schema: pa.Schema, target: Path) -> None:
+        # Parts end wherever a commit came, so the merge regroups the rows
+        # and only the last group of the file is short.
         pending: list[pa.Table] = []
         pending_rows = pending_bytes = 0
         writer = self._new_writer(target, schema)
         try:
-            for part in parts:
-                for batch in self._read_batches(part):
-                    table = conform(pa.Table.from_batches([batch]), schema)
-                    pending.append(table)
-                    pending_rows += table.num_rows
-                    pending_bytes += table.nbytes
-                    if pending_rows >= self._group_rows or pending_bytes >= self._group_bytes:
-                        pending = self._write_whole_groups(writer, pending)
-                        pending_rows = sum(t.num_rows for t in pending)
-                        pending_bytes = sum(t.nbytes for t in pending)
+            for batch in batches:
+                table = conform(pa.Table.from_batches([batch]), schema)
+                pending.append(table)
+                pending_rows += table.num_rows
+                pending_bytes += table.nbytes
+                if pending_rows >= self._group_rows or pending_bytes >= self._group_bytes:
+                    pending = self._write_whole_groups(writer, pending)
+                    pending_rows = sum(t.num_rows for t in pending)
+                    pending_bytes = sum(t.nbytes for t in pending)
             if pending_rows:
                 self._write_to(writer, pa.concat_tables(pending))
         finally:
@@ -278,30 +300,22 @@ class PartFileOutput(Output):
     def publish(self) -> None:
         super().publish()
         if not self.live:
-            shutil.rmtree(self._parts, ignore_errors=True)
+            self._log.remove()
 
     def close(self) -> None:
-        # The open part is not in any checkpoint, so a resume deletes it.
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            # A write that failed was already reported, and the part is in
-            # no checkpoint, so a resume deletes it.
-            with contextlib.suppress(OSError, pa.ArrowException):
-                writer.close()
+        # Neither the file nor the open part is in a checkpoint: a resume
+        # deletes both and writes the file again from the committed parts.
+        self._close_writer_quietly()
+        self._log.close()
+
+    def _close_writer_quietly(self) -> None:
+        writer, self._writer = self._writer, None
+        close_quietly(writer)
 
     def discard(self) -> None:
         self.close()
-        shutil.rmtree(self._parts, ignore_errors=True)
+        self._log.remove()
         partial_path(self.path).unlink(missing_ok=True)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        # Some file systems have no hard links.
-        shutil.copyfile(source, target)
-        fsync_file(target)
 
 
 def _group_size(table: pa.Table, rows: int, max_bytes: int) -> int:
