@@ -9,20 +9,28 @@ there (counting from 1):
   SQLite transaction but not committed.
 - ``checkpoint-committed``: right after a checkpoint commit.
 - ``jsonl-write``: half way through writing a batch of JSON Lines.
-- ``parquet-row-group``: after a row group went into an open Parquet part.
+- ``parquet-row-group``: after a row group went into the open Parquet file.
+- ``ipc-batch``: after a record batch went into an open Arrow IPC file: a
+  part file of the Parquet or Arrow IPC output, or the Arrow IPC file.
 - ``after-rename``: right after an output was renamed to its final name.
 - ``before-publish``: every output is sealed, and the process dies before
   the AFTER-th output is renamed to its final name.
+- ``parts-removal``: a Parquet or Arrow IPC output was renamed to its final
+  name, and the process dies after removing the first file of its part
+  folder, on the AFTER-th such folder.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from syncagg import checkpoint
@@ -65,6 +73,24 @@ def _half_write(original: Callable[..., Any], after: int) -> Callable[..., Any]:
     return write
 
 
+def _die_removing_parts(original: Callable[..., Any], after: int) -> Callable[..., Any]:
+    """Wrap ``shutil.rmtree`` to die after it removed one file of the AFTER-th part folder."""
+    calls = 0
+
+    def rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        folder = Path(path)
+        files = sorted(folder.iterdir()) if ".parts" in folder.name and folder.is_dir() else []
+        if files:
+            calls += 1
+            if calls == after:
+                files[0].unlink()
+                _die()
+        original(path, *args, **kwargs)
+
+    return rmtree
+
+
 def main() -> None:
     point, after = sys.argv[1], int(sys.argv[2])
     sys.argv = [sys.argv[0], *sys.argv[3:]]
@@ -77,10 +103,16 @@ def main() -> None:
         jsonlines.JsonLines.write = _half_write(jsonlines.JsonLines.write, after)  # type: ignore[method-assign]
     elif point == "parquet-row-group":
         pq.ParquetWriter.write_table = _counting(pq.ParquetWriter.write_table, after, before=False)  # type: ignore[method-assign]
+    elif point == "ipc-batch":
+        pa.ipc.RecordBatchFileWriter.write_table = _counting(
+            pa.ipc.RecordBatchFileWriter.write_table, after, before=False
+        )
     elif point == "before-publish":
         base.Output.publish = _counting(base.Output.publish, after, before=True)  # type: ignore[method-assign]
     elif point == "after-rename":
         files.os.replace = _counting(os.replace, after, before=False)  # type: ignore[attr-defined]
+    elif point == "parts-removal":
+        shutil.rmtree = _die_removing_parts(shutil.rmtree, after)  # type: ignore[assignment]
     else:
         raise SystemExit(f"unknown crash point {point!r}")
 

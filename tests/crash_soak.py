@@ -22,7 +22,15 @@ from pathlib import Path
 
 from tests import test_resume
 
-POINTS = ["checkpoint-staged", "checkpoint-committed", "jsonl-write", "parquet-row-group", "after-rename"]
+POINTS = [
+    "checkpoint-staged",
+    "checkpoint-committed",
+    "jsonl-write",
+    "parquet-row-group",
+    "ipc-batch",
+    "after-rename",
+    "parts-removal",
+]
 
 
 def _one_kill(out: Path, count: int, rng: random.Random) -> bool:

@@ -21,11 +21,15 @@ CASES = [
     ("checkpoint-staged", 3),
     ("checkpoint-committed", 2),
     ("jsonl-write", 5),
-    ("parquet-row-group", 2),
+    ("parquet-row-group", 1),
+    ("ipc-batch", 7),
     ("before-publish", 1),
     ("before-publish", 3),
     ("after-rename", 1),
     ("after-rename", 2),
+    ("after-rename", 4),
+    ("parts-removal", 1),
+    ("parts-removal", 2),
 ]
 
 
