@@ -9,6 +9,7 @@ either in all of them or in none.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -36,6 +37,22 @@ _BUSY_TIMEOUT = 10.0
 # A commit that takes longer than this is reported as failed: sqlitedict's
 # thread dies on a failed commit and its caller would otherwise wait forever.
 _COMMIT_TIMEOUT = 60.0
+
+# The lock descriptors of this process's open checkpoints. A forked child
+# inherits them and would keep the lock after its parent is killed, so the
+# next run could not open the checkpoint until every orphaned worker exits.
+# The child closes its copies at once; the parent's copy keeps the lock.
+_LOCK_FDS: set[int] = set()
+
+
+def _close_locks_in_child() -> None:
+    for fd in _LOCK_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_locks_in_child)
 
 
 @dataclass
@@ -80,7 +97,7 @@ class Checkpoint:
             # sqlitedict turns synchronous off; a power loss could then corrupt the file.
             self._db.conn.execute("PRAGMA synchronous=FULL")
         except Exception as exc:
-            os.close(self._lock)
+            self._unlock()
             raise CheckpointError(f"cannot open checkpoint {str(self.path)!r}: {exc}") from exc
 
     def _lock_file(self) -> int:
@@ -98,6 +115,7 @@ class Checkpoint:
                 f"checkpoint {str(self.path)!r} is in use by another running process; "
                 "wait for that run to end, or pass another checkpoint path"
             ) from None
+        _LOCK_FDS.add(fd)
         return fd
 
     def _check_file(self) -> None:
@@ -263,5 +281,9 @@ class Checkpoint:
             self._db.close(force=not self._db.conn.is_alive())
         except Exception:
             logger.exception("closing checkpoint %s failed", self.path)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        _LOCK_FDS.discard(self._lock)
         os.close(self._lock)
         self._lock = -1

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -134,6 +138,40 @@ def test_checkpoint_in_use_raises(tmp_path: Path) -> None:
             Checkpoint(path, FINGERPRINT)
     finally:
         first.close()
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, time
+from syncagg.checkpoint import Checkpoint
+checkpoint = Checkpoint(sys.argv[1], "fingerprint")
+if os.fork() == 0:
+    # Fork hooks have run by now: the child reports only after them.
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+def test_forked_child_keeps_no_lock(tmp_path: Path) -> None:
+    # A worker forked while the checkpoint is open outlives its killed
+    # parent; the next run must still open the checkpoint at once.
+    path = tmp_path / "run.ckpt"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    orphan = int(parent.stdout.readline())
+    try:
+        parent.kill()
+        parent.wait(timeout=10)
+        assert psutil.pid_exists(orphan)
+
+        checkpoint = Checkpoint(path, "fingerprint")
+        checkpoint.close()
+    finally:
+        parent.stdout.close()
+        os.kill(orphan, signal.SIGKILL)
 
 
 def test_checkpoint_close_twice(tmp_path: Path) -> None:
