@@ -23,6 +23,10 @@ consumer, a last checkpoint is written once the consumer has taken them,
 and then ``next()`` raises ``SystemExit(143)``. A stream created in the
 main thread installs the handler, and restores the previous one when the
 stream ends. A second SIGTERM kills the workers at once.
+
+NOTE: the stop completes only when the consumer comes back for the next
+result. A consumer that never calls ``next()`` again keeps the process
+alive, even after a second SIGTERM.
 """
 
 from __future__ import annotations
