@@ -385,16 +385,17 @@ class Collector:
     ) -> JobResult:
         item, attempts = jobs[i]
         error = batch.errors.get(i)
+        # Positional arguments: one record per result, and keywords cost more.
         return JobResult(
-            job_id=batch.job_ids[i],
-            key=self.key(item),
-            status=Status.OK if error is None else Status.FAILED,
-            value=batch.values[i] if value is _FROM_BATCH else value,
-            error=None if error is None else JobError(*error),
-            worker_pid=batch.worker_pid,
-            started=batch.started[i],
-            finished=batch.finished[i],
-            attempts=attempts,
+            batch.job_ids[i],
+            self.key(item),
+            Status.OK if error is None else Status.FAILED,
+            batch.values[i] if value is _FROM_BATCH else value,
+            None if error is None else JobError(*error),
+            batch.worker_pid,
+            batch.started[i],
+            batch.finished[i],
+            attempts,
         )
 
 

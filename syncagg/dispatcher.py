@@ -81,6 +81,9 @@ def default_key(item: Any) -> str:
     """Return the text that identifies an input in records and errors."""
     if isinstance(item, str):
         return item
+    if type(item) is int:
+        # The common case first: the isinstance check of an ABC below is slow.
+        return repr(item)
     if isinstance(item, os.PathLike):
         return str(os.fspath(item))
     text = repr(item)

@@ -35,9 +35,14 @@ class JobError:
     traceback: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__,
+# which made building one record per result ten times slower, and Stream,
+# hooks and pipelines build one for every result.
+@dataclass(slots=True)
 class JobResult:
     """Outcome of running the user's function on one input.
+
+    Records are meant to be read; change a copy (``dataclasses.replace``).
 
     Attributes
     ----------
