@@ -167,7 +167,7 @@ class Collector:
             self._add_routed(batch, segments)
 
         failed = len(batch.errors)
-        self._mark_done(batch.job_ids)
+        self._mark_done(segments)
         self.counts["ok"] += len(batch) - failed
         self.progress.advance(len(batch), failed)
 
@@ -372,13 +372,15 @@ class Collector:
         if seen == _DEAD_LETTERS_LOGGED:
             logger.warning("logging further dead letters at DEBUG only; the summary counts them all")
 
-    def _mark_done(self, job_ids: list[int]) -> None:
-        # Ids in a batch are distinct, so a span as wide as the batch is a range.
-        low, high = min(job_ids), max(job_ids)
-        if high - low + 1 == len(job_ids):
-            self.done.add_range(low, high + 1)
-        else:
-            self.done.update(job_ids)
+    def _mark_done(self, segments: list[Segment]) -> None:
+        # Fresh chunks carry a range of ids, so a batch costs one range
+        # update per chunk it spans instead of a pass over its ids.
+        for segment in segments:
+            ids = segment.chunk.job_ids[segment.start : segment.stop]
+            if isinstance(ids, range):
+                self.done.add_range(ids.start, ids.stop)
+            else:
+                self.done.update(ids)
 
     def _result(
         self, batch: ResultBatch, jobs: list[tuple[Any, int]], i: int, value: Any = _FROM_BATCH
