@@ -90,10 +90,8 @@ class Normalizer:
         if self.datetimes == "keep":
             return value
         if isinstance(value, datetime.datetime):
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=datetime.UTC)
-            else:
-                value = value.astimezone(datetime.UTC)
+            aware = value.tzinfo is not None
+            value = value.astimezone(datetime.UTC) if aware else value.replace(tzinfo=datetime.UTC)
         return value.isoformat() if self.datetimes == "iso" else value
 
 

@@ -15,6 +15,7 @@ import time
 from typing import TextIO
 
 import psutil
+
 # tqdm.auto would import asyncio through tqdm.asyncio; syncagg stays free of it.
 from tqdm.std import tqdm
 
