@@ -530,6 +530,7 @@ class Aggregator:
                 position = state.outputs.get(str(output.path))
                 if state.status == "finishing" and output.is_published():
                     continue
+                output.checkpointed = self.checkpoint is not None
                 writer = OutputWriter(output, self.queue_size)
                 writers.append((writer, position is None))
                 writer.open(position)

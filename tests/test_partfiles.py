@@ -368,3 +368,73 @@ def test_unpublished_with_stale_final(tmp_path: Path, output_type: type[Output])
 
     assert read_pyarrow(path) == ROWS[:20]
     assert os.listdir(tmp_path) == [path.name]
+
+
+# Runs without a checkpoint ------------------------------------------------------
+
+
+@pytest.mark.parametrize("output_type", COLUMNAR)
+def test_unchecked_run_writes_no_parts(tmp_path: Path, output_type: type[Output]) -> None:
+    path = path_for(tmp_path, output_type)
+    output = make(output_type, path, 4)
+    output.checkpointed = False
+    output.open(None)
+    output.write(ROWS[:10])
+
+    position = output.commit()
+
+    assert position == {"rows": 10}
+    assert list(parts_folder(path).iterdir()) == []
+
+    output.write(ROWS[10:15])
+    output.finish()
+
+    assert read_pyarrow(path) == ROWS[:15]
+    assert group_sizes(path) == [4, 4, 4, 3]
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_unchecked_position_cannot_resume(tmp_path: Path) -> None:
+    path = tmp_path / "rows.parquet"
+
+    with pytest.raises(sa.CheckpointError, match="the position comes from a run without a checkpoint"):
+        Parquet(path).open({"rows": 10})
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["checkpoint", "none"])
+def test_aggregator_sets_checkpointed(tmp_path: Path, checkpoint: bool) -> None:
+    output = Parquet(tmp_path / "rows.parquet")
+    aggregator = sa.Aggregator(
+        outputs=[output],
+        checkpoint=tmp_path / "run.sqlite" if checkpoint else None,
+        workers=1,
+        progress=False,
+    )
+
+    summary = aggregator.run(jobs.square, range(20))
+
+    assert output.checkpointed is checkpoint
+    assert summary.counts["ok"] == 20
+    assert sorted(row["x"] for row in read_pyarrow(output.path)) == list(range(20))
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_part_compression_resumes(tmp_path: Path, codec: str) -> None:
+    path = tmp_path / "rows.parquet"
+    first = Parquet(path, part_compression=codec)
+    first.open(None)
+    first.write(ROWS[:10])
+    position = first.commit()
+    first.close()
+
+    second = Parquet(path, part_compression=None)
+    second.open(position)
+    second.write(ROWS[10:20])
+    second.finish()
+
+    assert read_pyarrow(path) == ROWS[:20]
+
+
+def test_part_compression_rejects_codec(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"part_compression must be one of \(None, 'lz4', 'zstd'\), got 'snappy'"):
+        Parquet(tmp_path / "rows.parquet", part_compression="snappy")

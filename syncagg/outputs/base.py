@@ -96,6 +96,11 @@ class Output(abc.ABC):
     ``live`` is set, a file never appears under its final name before
     ``publish``.
 
+    ``checkpointed`` tells whether a checkpoint stores the positions that
+    ``commit`` returns. ``Aggregator`` sets it before ``open``, and it is
+    True by default. When it is False, a format may skip the work that only
+    a resume needs.
+
     A subclass sets ``format`` (the name users pass), ``suffixes`` (file
     suffixes that choose it, lower case, with the dot) and ``description``
     (one line for ``syncagg formats``), and implements the abstract methods.
@@ -120,6 +125,7 @@ class Output(abc.ABC):
     format: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    checkpointed: bool = True
 
     def __init__(
         self, path: str | os.PathLike[str], *, live: bool = False, invalid: str = "error"

@@ -64,6 +64,12 @@ class Parquet(PartFileOutput):
         wider type are rejected.
     invalid : {"error", "dead_letter"}, default "error"
         What to do with a row that does not fit (see ``Output``).
+    part_compression : {None, "lz4", "zstd"}, default None
+        Buffer compression of the Arrow IPC part files that keep the rows
+        for a resume until the run completes (see ``docs/outputs.md``).
+        Uncompressed parts cost the least time but take the Arrow size of
+        the rows on disk. "lz4" and "zstd" take less space for more CPU
+        time. A run without a checkpoint writes no part files.
     """
 
     format = "parquet"
@@ -81,6 +87,7 @@ class Parquet(PartFileOutput):
         compression_level: int | None = None,
         live: bool = False,
         invalid: str = "error",
+        part_compression: str | None = None,
     ) -> None:
         if not isinstance(row_group_rows, int) or row_group_rows < 1:
             raise ValueError(f"row_group_rows must be a positive int, got {row_group_rows!r}")
@@ -93,6 +100,7 @@ class Parquet(PartFileOutput):
             group_bytes=row_group_bytes,
             live=live,
             invalid=invalid,
+            part_compression=part_compression,
         )
         self.row_group_rows = row_group_rows
         self.row_group_bytes = row_group_bytes

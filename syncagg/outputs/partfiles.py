@@ -43,11 +43,6 @@ logger = logging.getLogger("syncagg.outputs")
 # columns, so the file gets one column of type null.
 EMPTY_SCHEMA = pa.schema([pa.field("value", pa.null())])
 
-# Buffer compression of the part files. They are read only by a resume or a
-# merge, so they are written as fast as possible.
-_PART_COMPRESSION = None
-
-
 class PartFileOutput(Output):
     """The shared machinery of the Parquet and Arrow IPC outputs.
 
@@ -63,6 +58,7 @@ class PartFileOutput(Output):
         group_bytes: int,
         live: bool,
         invalid: str,
+        part_compression: str | None,
     ) -> None:
         super().__init__(path, live=live, invalid=invalid)
         if schema is not None and not isinstance(schema, pa.Schema):
@@ -70,7 +66,8 @@ class PartFileOutput(Output):
         self.schema = schema
         self._group_rows = _positive("row count per group", group_rows)
         self._group_bytes = _positive("bytes per group", group_bytes)
-        self._log = PartLog(partial_path(self.path, ".parts"), _PART_COMPRESSION)
+        self._log = PartLog(partial_path(self.path, ".parts"), part_compression)
+        self.part_compression = part_compression
         self._writer: Any = None
         self._writer_schema: pa.Schema | None = None
 
@@ -120,6 +117,8 @@ class PartFileOutput(Output):
         self._writer = None
         self._writer_schema = None
         self._merge_at_seal = False
+        # A run without a checkpoint never resumes, so it needs no part files.
+        self._logging = self.checkpointed and not self.live
         partial_path(self.path).unlink(missing_ok=True)
         if self.live:
             self._open_live(position)
@@ -139,6 +138,11 @@ class PartFileOutput(Output):
 
     def _resume(self, position: dict[str, Any]) -> None:
         """Keep the committed parts and write their rows into a new file."""
+        if "parts" not in position:
+            raise CheckpointError(
+                f"cannot resume {str(self.path)!r} from {position!r}: the position comes from a "
+                "run without a checkpoint, which writes no part files"
+            )
         parts, rows = int(position["parts"]), int(position["rows"])
         self._log.resume(parts)
         if parts and self.schema is None:
@@ -169,7 +173,7 @@ class PartFileOutput(Output):
             self._add(converted)
 
     def _add(self, table: pa.Table) -> None:
-        if not self.live:
+        if self._logging:
             self._log.write(table)
         self._rows += table.num_rows
         self._enqueue(table)
@@ -235,6 +239,8 @@ class PartFileOutput(Output):
         if self.live:
             # A live file cannot be closed and reopened; its rows are durable only at the end.
             return {"rows": self._rows, "live": 1}
+        if not self._logging:
+            return {"rows": self._rows}
         parts = self._log.commit()
         return {"parts": parts, "rows": self._rows, "converter": self._converter.state()}
 

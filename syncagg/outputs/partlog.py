@@ -23,9 +23,15 @@ import pyarrow.parquet as pq
 from syncagg.errors import CheckpointError
 from syncagg.outputs.files import fsync_directory, fsync_file
 
-__all__ = ["PartLog", "close_quietly"]
+__all__ = ["PART_CODECS", "PartLog", "close_quietly"]
+
+PART_CODECS = (None, "lz4", "zstd")
 
 _PREFIX = "part-"
+# Bytes that a part's stream collects before a write to the file. An IPC
+# record batch takes a few writes per column, so unbuffered they cost many
+# small system calls.
+_BUFFER_BYTES = 1024 * 1024
 _SUFFIX = ".arrow"
 # Parquet outputs used to write Parquet parts, and a resume of such a run
 # still reads them.
@@ -44,13 +50,16 @@ class PartLog:
     """
 
     def __init__(self, folder: Path, compression: str | None) -> None:
+        if compression not in PART_CODECS:
+            raise ValueError(f"part_compression must be one of {PART_CODECS}, got {compression!r}")
         self.folder = folder
         # The folder takes this name before its files are removed, so that
-        # the folder under its own name always holds every committed part.
+        # the folder under its own name always contains every committed part.
         self.removing = folder.with_name(f"{folder.name}.removing")
         self.committed = 0
         self._options = pa.ipc.IpcWriteOptions(compression=compression)
         self._writer: Any = None
+        self._stream: pa.NativeFile | None = None
         self._schema: pa.Schema | None = None
 
     def start(self) -> None:
@@ -88,7 +97,8 @@ class PartLog:
             self._close_part()
         if self._writer is None:
             path = self.folder / f"{_PREFIX}{self.committed:06d}{_SUFFIX}"
-            self._writer = pa.ipc.new_file(str(path), table.schema, options=self._options)
+            self._stream = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), _BUFFER_BYTES)
+            self._writer = pa.ipc.new_file(self._stream, table.schema, options=self._options)
             self._schema = table.schema
         self._writer.write_table(table)
 
@@ -102,7 +112,9 @@ class PartLog:
         if self._writer is None:
             return
         writer, self._writer = self._writer, None
+        stream, self._stream = self._stream, None
         writer.close()
+        stream.close()  # type: ignore[union-attr]
         fsync_file(self._part(self.committed))
         self.committed += 1
 
@@ -118,7 +130,9 @@ class PartLog:
     def close(self) -> None:
         """Close the open part without raising; it is in no checkpoint, so a resume deletes it."""
         writer, self._writer = self._writer, None
+        stream, self._stream = self._stream, None
         close_quietly(writer)
+        close_quietly(stream)
 
     def remove(self) -> None:
         """Close the open part and remove the folder, first renaming it to ``removing``."""
@@ -146,7 +160,7 @@ class PartLog:
 
 
 def close_quietly(writer: Any) -> None:
-    """Close a Parquet or Arrow IPC writer whose file no checkpoint refers to.
+    """Close a Parquet or Arrow IPC writer, or a stream, whose file no checkpoint refers to.
 
     An error is not raised, because the write that failed was already reported.
     """
