@@ -394,6 +394,32 @@ def test_unchecked_run_writes_no_parts(tmp_path: Path, output_type: type[Output]
     assert os.listdir(tmp_path) == [path.name]
 
 
+@pytest.mark.parametrize("output_type", COLUMNAR)
+def test_unchecked_run_widens_late(tmp_path: Path, output_type: type[Output]) -> None:
+    """Rows that only the open file contains survive a schema that widens after them."""
+    path = path_for(tmp_path, output_type)
+    output = make(output_type, path, 2)
+    output.checkpointed = False
+    output.open(None)
+    output.write([{"a": 1}, {"a": 2}, {"a": 3}])
+    output.commit()
+    output.write([{"a": 2.5, "b": "x"}, {"a": 4}])
+    output.write([{"a": 5}])
+    output.finish()
+
+    assert file_schema(path) == pa.schema([("a", pa.float64()), ("b", pa.string())])
+    assert read_pyarrow(path) == [
+        {"a": 1.0, "b": None},
+        {"a": 2.0, "b": None},
+        {"a": 3.0, "b": None},
+        {"a": 2.5, "b": "x"},
+        {"a": 4.0, "b": None},
+        {"a": 5.0, "b": None},
+    ]
+    assert group_sizes(path) == [2, 2, 2]
+    assert os.listdir(tmp_path) == [path.name]
+
+
 def test_unchecked_position_cannot_resume(tmp_path: Path) -> None:
     path = tmp_path / "rows.parquet"
 

@@ -75,6 +75,7 @@ class Parquet(PartFileOutput):
     format = "parquet"
     suffixes = (".parquet", ".pq")
     description = "Apache Parquet: one file with one schema"
+    part_suffix = ".parquet"
 
     def __init__(
         self,

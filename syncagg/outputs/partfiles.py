@@ -2,12 +2,12 @@
 
 A Parquet or Arrow IPC file cannot be read until its footer is written at
 close, so an open file cannot be part of a checkpoint. These outputs keep
-one writer open on the hidden file ``.<name>.partial`` for the whole run,
-and also write every row into the Arrow IPC part files of a ``PartLog`` in
-the hidden folder ``.<name>.parts``. A commit closes and fsyncs the open
-part and records how many parts are complete, without touching the file.
-``seal`` closes the file, so each row is encoded once, and ``publish``
-renames it to the final name and then removes the parts.
+one writer open on the hidden file ``.<name>.partial`` for the whole run.
+With a checkpoint they also write every row into the Arrow IPC part files
+of a ``PartLog`` in the hidden folder ``.<name>.parts``. A commit closes
+and fsyncs the open part and records how many parts are complete, without
+touching the file. ``seal`` closes the file, so each row is encoded once,
+and ``publish`` renames it to the final name and then removes the parts.
 
 A resume deletes the half-written file and writes it again from the
 committed parts, the only case where rows are encoded twice. When an
@@ -46,8 +46,12 @@ EMPTY_SCHEMA = pa.schema([pa.field("value", pa.null())])
 class PartFileOutput(Output):
     """The shared machinery of the Parquet and Arrow IPC outputs.
 
-    A subclass implements ``_new_writer`` and ``_write_to`` for its format.
+    A subclass sets ``part_suffix``, the suffix of its own files among the
+    parts (see ``PartLog.adopt``), and implements ``_new_writer`` and
+    ``_write_to`` for its format.
     """
+
+    part_suffix = ".arrow"
 
     def __init__(
         self,
@@ -229,11 +233,25 @@ class PartFileOutput(Output):
             "again from the part files at the end of the run",
             self.path,
         )
-        self._close_writer_quietly()
-        self._file.unlink(missing_ok=True)
+        if self._logging:
+            self._close_writer_quietly()
+            self._file.unlink(missing_ok=True)
+        else:
+            self._start_logging()
         self._merge_at_seal = True
         self._buffer = []
         self._buffered_rows = self._buffered_bytes = 0
+
+    def _start_logging(self) -> None:
+        """Keep the file so far as the first part, and the buffered rows as the next."""
+        # A run without a checkpoint has written no parts, so the rows of the
+        # file exist nowhere else.
+        writer, self._writer = self._writer, None
+        writer.close()
+        self._log.adopt(self._file, self.part_suffix)
+        self._logging = True
+        for table in self._buffer:
+            self._log.write(table)
 
     def commit(self) -> dict[str, Any]:
         if self.live:

@@ -1,11 +1,12 @@
 """Numbered Arrow IPC part files that keep a columnar output's rows for a resume.
 
-The Parquet and Arrow IPC outputs write every row twice: once into the
-final file, which has no footer until the run ends, and once into the part
-files of this log, in a hidden folder beside the final path. A commit closes
-and fsyncs the open part, so the committed parts are the durable state that
-a checkpoint refers to, by their count. The parts are plain Arrow IPC
-files: writing them costs no encoding, unlike a Parquet part.
+In a run with a checkpoint, the Parquet and Arrow IPC outputs write every
+row twice: once into the final file, which has no footer until the run
+ends, and once into the part files of this log, in a hidden folder beside
+the final path. A commit closes and fsyncs the open part, so the committed
+parts are the durable state that a checkpoint refers to, by their count.
+The parts are plain Arrow IPC files, so writing them costs no encoding,
+unlike a Parquet part.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ _PREFIX = "part-"
 # small system calls.
 _BUFFER_BYTES = 1024 * 1024
 _SUFFIX = ".arrow"
-# Parquet outputs used to write Parquet parts, and a resume of such a run
-# still reads them.
+# Parquet parts come from runs of an earlier layout and from ``adopt``.
 _SUFFIXES = (_SUFFIX, ".parquet")
 
 
@@ -101,6 +101,14 @@ class PartLog:
             self._writer = pa.ipc.new_file(self._stream, table.schema, options=self._options)
             self._schema = table.schema
         self._writer.write_table(table)
+
+    def adopt(self, path: Path, suffix: str) -> None:
+        """Move the closed Parquet or Arrow IPC file ``path`` into the folder as the next part."""
+        if suffix not in _SUFFIXES:
+            raise ValueError(f"a part file's suffix must be one of {_SUFFIXES}, got {suffix!r}")
+        self._close_part()
+        os.replace(path, self.folder / f"{_PREFIX}{self.committed:06d}{suffix}")
+        self.committed += 1
 
     def commit(self) -> int:
         """Close and fsync the open part, and return the number of complete parts."""
