@@ -179,8 +179,9 @@ def checkpoint_targets(rows: Iterable[Row]) -> list[str]:
     if len(lines) == 2:
         lines.append(
             "The two checkpoint workloads differ only in the Parquet output, so their difference is the "
-            "output's share of a checkpoint. At each checkpoint the Parquet writer closes its part file and "
-            "fsyncs it, and at the end of the run it merges the parts into one file."
+            "output's share of a checkpoint. At each checkpoint the Parquet output closes and fsyncs an "
+            "Arrow IPC part file that keeps its rows for a resume, and a run without a checkpoint writes "
+            "no part files."
         )
     return lines
 
