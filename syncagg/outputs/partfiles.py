@@ -43,6 +43,7 @@ logger = logging.getLogger("syncagg.outputs")
 # columns, so the file gets one column of type null.
 EMPTY_SCHEMA = pa.schema([pa.field("value", pa.null())])
 
+
 class PartFileOutput(Output):
     """The shared machinery of the Parquet and Arrow IPC outputs.
 
