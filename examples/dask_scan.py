@@ -13,7 +13,7 @@ see ``--root`` under the same path (a shared file system).
 
     python examples/dask_scan.py [OUT] [--root DIR] [--scheduler ADDRESS] [--workers N]
 
-Needs ``pip install syncagg[dask]``.
+Needs the ``dask`` extra: ``.venv/bin/pip install '.[dask]'`` in the clone.
 """
 
 from __future__ import annotations
@@ -118,7 +118,11 @@ def main(argv: list[str] | None = None) -> sa.RunSummary:
         )
         # measure lives in __main__, so cloudpickle sends it by value and
         # the workers need not import this script.
-        summary = aggregator.run(functools.partial(measure, root=root), tree_files(Path(root)))
+        try:
+            summary = aggregator.run(functools.partial(measure, root=root), tree_files(Path(root)))
+        except KeyboardInterrupt:
+            print(f"interrupted; run the same command again to resume from {out / 'run.sqlite'}", file=sys.stderr)
+            raise SystemExit(130) from None
 
     report = {
         "root": root,
