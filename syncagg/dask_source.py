@@ -53,6 +53,9 @@ __all__ = ["DaskSource", "cluster_threads", "dask_client", "run_marked"]
 
 logger = logging.getLogger("syncagg.dask")
 
+# The longest wait for one finished task's result to arrive from its worker.
+_FETCH_SECONDS = 1.0
+
 
 def dask_client(executor: Any) -> Any | None:
     """Return the ``distributed.Client`` behind ``executor``, or ``None`` for any other executor."""
@@ -232,13 +235,17 @@ class DaskSource(Source):
             part = self._futures.pop(future, None)
             if part is None:
                 continue  # a task of a chunk that _lost dropped
-            self._take_outcome(future, part)
-            slots.add(part.slot)
+            if self._take_outcome(future, part):
+                slots.add(part.slot)
+                continue
+            # Not fetched yet: Dask computes it again, and the callback fires when it is done.
+            self._futures[future] = part
+            future.add_done_callback(self._arrived.put)
         for slot in slots:
             self._deliver(slot, dispatcher, sink)
 
-    def _take_outcome(self, future: Any, part: _Part) -> None:
-        """Store a finished task's batch or error in its part."""
+    def _take_outcome(self, future: Any, part: _Part) -> bool:
+        """Store a finished task's batch or error in its part; ``False`` if its result did not arrive in time."""
         # Reading an erred task's exception, not calling result(): in
         # distributed 2026.8, result() never returns when the task raised a
         # BaseException that is not an Exception, such as a user's own.
@@ -247,13 +254,17 @@ class DaskSource(Source):
             error = CancelledError(f"Dask cancelled the task {future.key}")
         if error is not None:
             part.error = error
-            return
+            return True
         try:
-            # Fetches the result from the worker; waits while Dask computes
-            # it again if that worker died after finishing it.
-            part.batch = future.result()
+            # Fetches the result from the worker. If that worker died after
+            # finishing the task, Dask computes it again, maybe never when no
+            # worker is left, so the wait is bounded and the run loop can stop.
+            part.batch = future.result(timeout=_FETCH_SECONDS)
+        except TimeoutError:
+            return False
         except BaseException as exc:  # noqa: BLE001 - becomes failed or retried jobs
             part.error = exc
+        return True
 
     def _deliver(self, slot: int, dispatcher: Dispatcher, sink: Sink) -> None:
         """Report the finished tasks at the front of a slot, in the order its jobs were sent."""

@@ -3,7 +3,9 @@
 Ctrl-C raises ``KeyboardInterrupt`` in the caller's thread as usual; the wait
 catches it, requests a stop from the run loop (no new jobs go out, jobs in flight get
 ``stop_timeout`` seconds to finish, then the workers stop and a last
-checkpoint is written) and raises it again. SIGTERM only sets a flag and asks the loop to
+checkpoint is written) and raises it again. A second Ctrl-C stops the jobs
+in flight at once, and the last checkpoint is still written; a third stops
+waiting for it. SIGTERM only sets a flag and asks the loop to
 stop, because an exception raised from a signal handler can surface at any
 line of the caller's thread; once the loop has ended, the wait raises
 ``SystemExit(143)``, the status a process killed by SIGTERM reports to a shell.
@@ -44,7 +46,7 @@ class Termination:
     """A SIGTERM handler that requests a stop of one run loop, and records that SIGTERM arrived.
 
     The first SIGTERM requests a stop after the jobs in flight, and the
-    second kills the workers. A SIGTERM that arrives before a loop is
+    second stops those jobs at once; both end with a last checkpoint. A SIGTERM that arrives before a loop is
     attached stops that loop as soon as it is attached. Once the run is
     over, the handler passes SIGTERM on to the handler it replaced.
     """
@@ -119,8 +121,9 @@ def wait_for(loop: _Stoppable, termination: Termination | None = None) -> None:
     """Run ``loop.run`` in the collector thread and wait for it to end.
 
     Raises ``KeyboardInterrupt`` on Ctrl-C and ``SystemExit(143)`` on SIGTERM,
-    both after the loop has stopped. A second signal stops waiting for a
-    checkpoint and kills the workers. Without ``termination``, SIGTERM is
+    both after the loop has stopped. A second signal kills the workers
+    instead of waiting for their jobs; the loop still writes a last
+    checkpoint. A third Ctrl-C stops waiting for it. Without ``termination``, SIGTERM is
     handled while the loop runs if this is the main thread; with it, the
     caller has installed its handler.
     """
@@ -161,7 +164,13 @@ def _stop(loop: _Stoppable, thread: threading.Thread) -> None:
     loop.request_stop(drain=True)
     try:
         _join(thread, loop.ended)
+        return
     except KeyboardInterrupt:
-        # A second Ctrl-C stops waiting for the collector thread.
+        logger.warning("interrupted again; stopping the jobs in flight, then writing a last checkpoint")
         loop.terminate()
+    try:
+        _join(thread, loop.ended)
+    except KeyboardInterrupt:
+        # A third Ctrl-C stops waiting; the checkpoint before this stop stands.
+        logger.warning("interrupted a third time; exiting without a last checkpoint")
 

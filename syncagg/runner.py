@@ -75,12 +75,20 @@ class RunLoop:
         self._stop = stop if stop is not None else threading.Event()
         self.stop_timeout = 0.0
         self._drain_until: float | None = None
+        self._abandon_in_flight = False
         # Set when run() returns; waiters use it instead of Thread.join.
         self.ended = threading.Event()
 
     def terminate(self) -> None:
-        """Kill the workers at once; for a second interrupt during the stop."""
-        self.source.terminate()
+        """Stop without waiting for jobs in flight; safe to call from any thread.
+
+        For a second interrupt during a stop. The collector thread, which
+        alone drives the source, kills the workers at its next step and then
+        writes the last checkpoint with the results it has, so the jobs in
+        flight run again on resume.
+        """
+        self._abandon_in_flight = True
+        self._stop.set()
 
     def request_stop(self, drain: bool = False) -> None:
         """Ask the loop to stop taking jobs; safe to call from any thread.
@@ -124,7 +132,7 @@ class RunLoop:
 
     def _draining(self) -> bool:
         """Return whether a stop still waits for jobs in flight to come back."""
-        if self._drain_until is None or not self.dispatcher.in_flight:
+        if self._abandon_in_flight or self._drain_until is None or not self.dispatcher.in_flight:
             return False
         return time.monotonic() < self._drain_until
 

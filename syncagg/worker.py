@@ -289,6 +289,9 @@ class BatchSender:
         """Append the ids of the jobs whose values were appended since the last call."""
         self.batch.job_ids.extend(ids)
 
+    # NOTE: the thread that runs jobs also flushes, so results held in a batch
+    # wait while the next job runs: a job far longer than batch_latency
+    # delays the results before it until it ends.
     def check(self, now: float) -> float:
         """Size the values added since the last check and flush a full or old batch.
 

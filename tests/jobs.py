@@ -174,3 +174,12 @@ def signal_masks(_: Any) -> dict[str, int]:
     """Return this process's blocked and ignored signal masks from /proc."""
     fields = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)
     return {"blocked": int(fields["SigBlk"], 16), "ignored": int(fields["SigIgn"], 16)}
+
+
+def stuck_from_20(item: tuple[str, int]) -> dict[str, int]:
+    """Mark the job started; jobs 20 and up then sleep 60 s unless SYNCAGG_TEST_FAST is set."""
+    folder, x = item
+    Path(folder, str(x)).touch()
+    if x >= 20 and "SYNCAGG_TEST_FAST" not in os.environ:
+        time.sleep(60)
+    return {"x": x}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -157,3 +158,39 @@ def test_stop_lets_jobs_in_flight_finish(tmp_path: Path, signum: int) -> None:
     begun = sorted(int(p.name) for p in started.iterdir())
     assert _done_jobs(tmp_path) == len(begun), stderr.decode()
     assert begun == list(range(len(begun)))
+
+
+def test_second_interrupt_stops_jobs_and_checkpoints(tmp_path: Path) -> None:
+    # Jobs 20 and up hang. The first Ctrl-C would wait two minutes for
+    # them; the second stops them at once, and the last checkpoint still
+    # records jobs 0 to 19, so the rerun does only the rest.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.stuck_run", str(tmp_path)], cwd=ROOT, stderr=subprocess.PIPE
+    )
+    started = tmp_path / "started"
+    deadline = time.monotonic() + 60
+    while not started.is_dir() or len(list(started.iterdir())) < 22:
+        assert time.monotonic() < deadline, "jobs 20 and 21 did not start within 60 s"
+        time.sleep(0.02)
+    workers = psutil.Process(process.pid).children()
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+
+    assert alive == []
+    assert process.returncode == -signal.SIGINT, stderr.decode()
+    assert "interrupted again" in stderr.decode()
+    assert _done_jobs(tmp_path) == 20
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "tests.stuck_run", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        env={**os.environ, "SYNCAGG_TEST_FAST": "1"},
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    lines = (tmp_path / "rows.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["x"] for line in lines) == list(range(40))
