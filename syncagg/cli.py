@@ -3,7 +3,8 @@
 Exit codes: 0 every job succeeded, 1 some jobs failed, 2 invalid arguments,
 3 the run stopped on an error (reading inputs, writing outputs, the
 checkpoint, the strategy or the memory budget), 130 interrupted by Ctrl-C,
-143 stopped by SIGTERM. After 130 or 143 the checkpoint contains every job done
+141 the reader of standard output or standard error closed the pipe, 143
+stopped by SIGTERM. After 130 or 143 the checkpoint contains every job done
 so far, and the same command resumes.
 """
 
@@ -20,17 +21,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
-from tqdm import tqdm
 
 import syncagg
 from syncagg.aggregator import Aggregator
 from syncagg.cli_errors import UsageError
 from syncagg.cli_inputs import INPUT_FORMATS, open_inputs
 from syncagg.cli_inspect import describe_checkpoint, format_report
+from syncagg.cli_pipes import EXIT_CLOSED_PIPE, closed_pipe, discard_closed_output
 from syncagg.cli_strategies import STRATEGY_FORMS, Aggregation, parse_strategy
 from syncagg.cli_where import fit_outputs, parse_where, where_pipeline
-from syncagg.errors import CheckpointMismatchError, SyncaggError
-from syncagg.memory import format_bytes, parse_memory
+from syncagg.errors import CheckpointMismatchError, StrategyError, SyncaggError
+from syncagg.memory import MemoryLimitError, format_bytes, parse_memory
 from syncagg.outputs.arrowipc import ArrowIpc
 from syncagg.outputs.base import Output, from_path, json_default
 from syncagg.outputs.csvfile import Csv
@@ -38,6 +39,7 @@ from syncagg.outputs.jsonarray import Json
 from syncagg.outputs.jsonlines import JsonLines
 from syncagg.outputs.parquet import Parquet
 from syncagg.outputs.registry import available_formats
+from syncagg.progress import LOG_DATE_FORMAT, LOG_FORMAT
 from syncagg.summary import RunSummary
 
 __all__ = ["main"]
@@ -71,7 +73,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``syncagg`` command with ``argv`` (default ``sys.argv[1:]``) and return its exit code."""
+    """Run the ``syncagg`` command with ``argv`` (default ``sys.argv[1:]``) and return its exit code.
+
+    Returns 141 without a message when the reader of standard output or
+    standard error has closed the pipe.
+    """
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            # Flushed here, not at exit, so a closed pipe raises where it is caught.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not closed_pipe():
+            raise
+        discard_closed_output()
+        return EXIT_CLOSED_PIPE
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     _configure_logging(arguments.verbose, arguments.quiet)
@@ -88,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="syncagg",
         description="Run a function over many inputs in parallel and aggregate the results.",
         epilog="Exit codes: 0 all jobs ok, 1 some jobs failed, 2 invalid arguments, 3 the run "
-        "stopped on an error, 130 Ctrl-C, 143 SIGTERM. See docs/cli.md.",
+        "stopped on an error, 130 Ctrl-C, 141 output pipe closed, 143 SIGTERM. "
+        "See docs/cli.md.",
     )
     parser.add_argument(
         "--version", action="version", version=f"syncagg {syncagg.__version__}"
@@ -112,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run(commands, common)
 
+    # inspect and formats log nothing and show no progress, so they take
+    # neither --verbose nor --quiet.
     inspect = commands.add_parser(
         "inspect",
-        parents=[common],
         help="show what a checkpoint records",
         description="Show what a checkpoint records.",
     )
@@ -127,15 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--json", action="store_true", help="print one JSON object instead of text"
     )
-    inspect.set_defaults(command=_inspect, command_name="inspect")
+    inspect.set_defaults(
+        command=_inspect, command_name="inspect", verbose=False, quiet=False
+    )
 
     formats = commands.add_parser(
         "formats",
-        parents=[common],
         help="list the input and output formats",
         description="List the formats.",
     )
-    formats.set_defaults(command=_formats, command_name="formats")
+    formats.set_defaults(
+        command=_formats, command_name="formats", verbose=False, quiet=False
+    )
     return parser
 
 
@@ -311,17 +336,35 @@ def _execute(
         print(f"syncagg run: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SyncaggError as exc:
-        print(f"syncagg run: error: {exc}", file=sys.stderr)
+        print(f"syncagg run: error: {_run_error(exc, aggregation)}", file=sys.stderr)
         return EXIT_RUN_ERROR
 
     result = aggregation.result()
-    sys.stdout.buffer.write(_to_json(result) + b"\n")
-    sys.stdout.flush()
+    # The summary file comes first, so a closed standard output cannot lose it.
     if arguments.summary is not None:
         _write_summary(arguments.summary, summary, result, arguments)
+    sys.stdout.buffer.write(_to_json(result) + b"\n")
+    sys.stdout.flush()
     if not arguments.quiet:
         print(format_summary(summary), file=sys.stderr)
     return EXIT_OK if summary.ok else EXIT_FAILED_JOBS
+
+
+def _run_error(exc: SyncaggError, aggregation: Aggregation) -> str:
+    """Return the message of an error that stopped the run, in command-line terms."""
+    if isinstance(exc, StrategyError) and exc.__cause__ is not None:
+        # The cause's message names the field and the fix; the library's
+        # own message would name the strategy's internal classes.
+        return f"--strategy {aggregation.spec}: {exc.__cause__}"
+    if isinstance(exc, MemoryLimitError) and exc.limit:
+        return (
+            f"memory use {format_bytes(exc.usage)} of the parent and its workers passed "
+            f"--max-memory {format_bytes(exc.limit)} ({exc.limit} bytes) while --strategy "
+            "collect kept every result in memory; use a strategy that keeps one running "
+            "value, such as count, sum:FIELD or group:KEY:count, write the rows with "
+            "--output PATH, or raise --max-memory"
+        )
+    return str(exc)
 
 
 def load_function(spec: str) -> Callable[[Any], Any]:
@@ -533,26 +576,16 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
         level = logging.DEBUG
     elif quiet:
         level = logging.WARNING
-    handler = _TqdmHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    )
+    # While a progress bar is shown, syncagg.progress swaps this handler's
+    # stream for one that writes through tqdm.write, above the bar.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     root = logging.getLogger("syncagg")
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The command owns this logger's output; a handler the user's module set
     # on the root logger would print every line twice.
     root.propagate = False
-
-
-class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Write log records above the progress bar instead of through it."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must not raise
-            self.handleError(record)
 
 
 def _positive_int(text: str) -> int:

@@ -22,13 +22,15 @@ from typing import Any
 from urllib.parse import quote
 
 from syncagg.cli_errors import UsageError
+from syncagg.cli_inputs import InputFiles
 
 __all__ = ["describe_checkpoint", "format_report"]
 
 _TABLE = "syncagg"
 _READ_TIMEOUT = 1.0
 _FAILURES_SHOWN = 5
-_SIZED = re.compile(r".* of (\d+) items")
+# The fingerprint describes sized inputs as "TYPE of N items".
+_SIZED = re.compile(r"(.*) of (\d+) items")
 _RANGE = re.compile(r"range\((-?\d+), (-?\d+)(?:, (-?\d+))?\)")
 
 
@@ -80,7 +82,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         ("status", report["status"]),
         ("function", report["function"]),
         ("strategy", report["strategy"]),
-        ("inputs", report["inputs"]),
+        ("inputs", _inputs_text(report["inputs"])),
         (
             "jobs done",
             f"{report['done']} ({report['ok']} ok, {report['failed']} failed)",
@@ -135,7 +137,7 @@ def _total(inputs: Any, status: str, done: int) -> int | None:
         return None
     sized = _SIZED.fullmatch(inputs)
     if sized:
-        return int(sized.group(1))
+        return int(sized.group(2))
     span = _RANGE.fullmatch(inputs)
     if span:
         start, stop, step = span.groups()
@@ -172,6 +174,23 @@ def _iso(updated: float | None) -> str | None:
     )
 
 
+def _inputs_text(inputs: Any) -> str:
+    """Return the fingerprint's description of the inputs in words.
+
+    The fingerprint records the inputs' type and length, not the file names.
+    """
+    if not isinstance(inputs, str):
+        return "unknown"
+    sized = _SIZED.fullmatch(inputs)
+    if sized and sized.group(1) == InputFiles.__qualname__:
+        return f"{sized.group(2)} rows of the input files"
+    if sized:
+        return f"{sized.group(2)} inputs ({sized.group(1)})"
+    if _RANGE.fullmatch(inputs):
+        return inputs
+    return f"an unknown number of inputs ({inputs})"
+
+
 def _pending_text(report: Mapping[str, Any]) -> str:
     if report["pending"] is not None:
         return f"{report['pending']} of {report['total']}"
@@ -201,9 +220,7 @@ def _position_text(position: Any) -> str:
     if isinstance(position, Mapping) and "offset" in position:
         return f"{position['offset']} bytes committed"
     if isinstance(position, Mapping) and "rows" in position:
-        return (
-            f"{position['rows']} rows committed in {position.get('parts', '?')} parts"
-        )
+        return f"{position['rows']} rows committed"
     return f"committed at {position!r}"
 
 

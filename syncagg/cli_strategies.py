@@ -1,13 +1,18 @@
-"""Built-in aggregations of ``syncagg run --strategy``, as ``Reduce`` functions.
+"""Built-in aggregations of ``syncagg run --strategy``, built on the library's combiners.
 
-Each aggregation is a module-level function bound to its field names with
-``functools.partial``, so the strategy's description, and with it the
-checkpoint's fingerprint, names the fields: resuming ``sum:size`` with
-``sum:lines`` is rejected instead of mixing two sums.
+Every form except ``collect`` is a ``Combine`` over ``Count``, ``Sum``,
+``Mean``, ``Min``, ``Max`` or ``GroupBy``. Their results do not depend on
+the order in which results arrive: ``Sum`` and ``Mean`` add floats exactly
+and round once, so the same input gives the same float in every run.
 
 A field is a key of the dict that the function returns. Without a field,
 the aggregation uses the returned value itself. ``None`` values are skipped,
 as SQL aggregates skip NULL.
+
+The strategy's description, and with it the checkpoint's fingerprint, is
+the ``--strategy`` text itself. So ``syncagg inspect`` shows what the user
+typed, and resuming ``sum:size`` with ``sum:lines`` is rejected instead of
+mixing two sums.
 """
 
 from __future__ import annotations
@@ -19,18 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncagg.cli_errors import UsageError
-from syncagg.strategies import Collect, Reduce, Strategy
+from syncagg.combiners import Count, GroupBy, Max, Mean, Min, Sum
+from syncagg.combiners.base import Combiner
+from syncagg.strategies import Collect, Combine, Strategy
 
 __all__ = [
     "STRATEGY_FORMS",
     "Aggregation",
-    "add_field",
-    "count_value",
-    "finish_mean",
-    "group_by",
-    "max_field",
-    "mean_field",
-    "min_field",
+    "CommandStrategy",
+    "FieldCombiner",
+    "group_key",
     "parse_strategy",
 ]
 
@@ -45,84 +48,127 @@ STRATEGY_FORMS = (
     "collect",
 )
 
-
-@dataclass(frozen=True)
-class Aggregation:
-    """A strategy from ``--strategy`` and how to turn its value into the result."""
-
-    spec: str
-    strategy: Strategy
-    finish: Callable[[Any], Any]
-
-    def result(self) -> Any:
-        """Return the final result of the strategy's current value."""
-        return self.finish(self.strategy.value())
-
-
-def count_value(total: int, value: Any) -> int:
-    """Count one more successful result."""
-    return total + 1
-
-
-def add_field(field: str | None, total: Any, value: Any) -> Any:
-    """Add a result's field to the running sum."""
-    number = _number(field, value)
-    return total if number is None else total + number
-
-
-def min_field(field: str | None, current: Any, value: Any) -> Any:
-    """Keep the smaller of the running minimum and a result's field."""
-    item = _field(field, value)
-    if item is None:
-        return current
-    return item if current is None or item < current else current
-
-
-def max_field(field: str | None, current: Any, value: Any) -> Any:
-    """Keep the larger of the running maximum and a result's field."""
-    item = _field(field, value)
-    if item is None:
-        return current
-    return item if current is None or item > current else current
-
-
-def mean_field(field: str | None, state: list[Any], value: Any) -> list[Any]:
-    """Add a result's field to ``[sum, count]``; ``finish_mean`` divides them."""
-    number = _number(field, value)
-    if number is not None:
-        state[0] += number
-        state[1] += 1
-    return state
-
-
-def finish_mean(state: list[Any]) -> float | None:
-    """Return the mean from ``[sum, count]``, or ``None`` when nothing was counted."""
-    total, count = state
-    return total / count if count else None
-
-
-# Operation name -> (reduce function of field, state, value; initial state; finish).
-_OPERATIONS: dict[str, tuple[Callable[..., Any], Any, Callable[[Any], Any] | None]] = {
-    "sum": (add_field, 0, None),
-    "min": (min_field, None, None),
-    "max": (max_field, None, None),
-    "mean": (mean_field, [0, 0], finish_mean),
+# Operation name -> (combiner of the picked values, whether they must be numbers).
+_OPERATIONS: dict[str, tuple[type[Combiner], bool]] = {
+    "sum": (Sum, True),
+    "min": (Min, False),
+    "max": (Max, False),
+    "mean": (Mean, True),
 }
 
 
-def group_by(
-    key: str, operation: str, field: str | None, groups: dict[Any, Any], value: Any
-) -> dict[Any, Any]:
-    """Apply ``operation`` to the group of the result's ``key`` field."""
-    group = _field(key, value, skip_none=False)
-    if operation == "count":
-        groups[group] = groups.get(group, 0) + 1
-        return groups
+@dataclass(frozen=True)
+class Aggregation:
+    """The strategy that ``--strategy`` names, with the text it came from."""
 
-    function, initial, _ = _OPERATIONS[operation]
-    state = groups[group] if group in groups else _fresh(initial)
-    groups[group] = function(field, state, value)
-    return groups
+    spec: str
+    strategy: Strategy
+
+    def result(self) -> Any:
+        """Return the strategy's current value, the result printed as JSON."""
+        return self.strategy.value()
+
+
+class CommandStrategy(Combine):
+    """A ``Combine`` that describes itself by its ``--strategy`` text, such as ``sum:size``."""
+
+    def __init__(self, spec: str, combiner: Combiner) -> None:
+        super().__init__(combiner)
+        self.spec = spec
+
+    def describe(self) -> str:
+        return self.spec
+
+
+class FieldCombiner(Combiner):
+    """Apply a combiner to one field of each result, skipping ``None`` values.
+
+    Parameters
+    ----------
+    combiner : Combiner
+        What to compute, such as ``Sum()``; it receives the picked values.
+    operation : str
+        The operation's name in ``--strategy``, for error messages.
+    field : str or None
+        The key to pick from each dict result, or ``None`` for the result itself.
+    numeric : bool
+        Raise ``TypeError`` for a value that is not a number (bools included).
+    spec_with_field : str
+        The ``--strategy`` form that names a field, such as ``sum:FIELD``,
+        which the error for dict results without a field suggests.
+    """
+
+    def __init__(
+        self,
+        combiner: Combiner,
+        operation: str,
+        field: str | None,
+        numeric: bool,
+        spec_with_field: str,
+    ) -> None:
+        super().__init__(None)
+        self.combiner = combiner
+        self.operation = operation
+        self.field_name = field
+        self.numeric = numeric
+        self.spec_with_field = spec_with_field
+
+    def create(self) -> Any:
+        return self.combiner.create()
+
+    def add(self, accumulator: Any, value: Any) -> Any:
+        item = self._pick(value)
+        if item is None:
+            return accumulator
+        return self.combiner.add(accumulator, item)
+
+    def merge(self, left: Any, right: Any) -> Any:
+        return self.combiner.merge(left, right)
+
+    def extract(self, accumulator: Any) -> Any:
+        return self.combiner.extract(accumulator)
+
+    def settings(self) -> list[str]:
+        return [self.combiner.describe(), f"field={self.field_name!r}"]
+
+    def _pick(self, value: Any) -> Any:
+        if self.field_name is None and isinstance(value, Mapping):
+            raise TypeError(_dict_without_field(self.operation, self.spec_with_field, value))
+
+        item = field_value(self.field_name, value)
+        if self.numeric and item is not None and not _is_number(item):
+            where = "the value" if self.field_name is None else f"field {self.field_name!r}"
+            raise TypeError(
+                f"{where} is {item!r} of type {type(item).__qualname__}, not an int or a "
+                f"float; return numbers to {self.operation}"
+            )
+        return item
+
+
+def group_key(key: str, value: Any) -> Any:
+    """Return the group key of a result: its ``key`` field, ``None`` included."""
+    return field_value(key, value)
+
+
+def field_value(field: str | None, value: Any) -> Any:
+    """Return ``value[field]``, or ``value`` itself when ``field`` is ``None``.
+
+    Raises ``TypeError`` if ``value`` is not a dict and ``ValueError`` if it
+    lacks the field. Both messages name the fix to ``--strategy``.
+    """
+    if field is None:
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"the function returned a {type(value).__qualname__}, which has no field {field!r}; "
+            "return a dict, or drop the field from --strategy to use the value itself"
+        )
+    if field not in value:
+        fields = ", ".join(sorted(map(str, value))) or "none"
+        raise ValueError(
+            f"a result has no field {field!r} (its fields: {fields}); pass a field the function returns"
+        )
+    return value[field]
 
 
 def parse_strategy(spec: str) -> Aggregation:
@@ -135,52 +181,36 @@ def parse_strategy(spec: str) -> Aggregation:
     """
     parts = spec.split(":")
     name = parts[0]
-    if spec == "count":
-        return Aggregation(spec, Reduce(count_value, 0), _same)
     if spec == "collect":
-        return Aggregation(spec, Collect(), _same)
+        return Aggregation(spec, Collect())
+    if spec == "count":
+        return Aggregation(spec, CommandStrategy(spec, Count()))
     if name in _OPERATIONS and len(parts) <= 2:
-        return _simple(spec, name, _optional_field(parts, 1, spec))
+        field = _optional_field(parts, 1, spec)
+        combiner = _field_combiner(name, field, f"{name}:FIELD")
+        return Aggregation(spec, CommandStrategy(spec, combiner))
     if name == "group" and len(parts) >= 3 and parts[1]:
-        return _grouped(
-            spec, parts[1], parts[2], _optional_field(parts, 3, spec), len(parts)
-        )
+        combiner = _grouped(spec, parts)
+        return Aggregation(spec, CommandStrategy(spec, combiner))
     raise _unknown(spec)
 
 
-def _simple(spec: str, name: str, field: str | None) -> Aggregation:
-    function, initial, finish = _OPERATIONS[name]
-    return Aggregation(
-        spec, Reduce(functools.partial(function, field), initial), finish or _same
-    )
-
-
-def _grouped(
-    spec: str, key: str, operation: str, field: str | None, count: int
-) -> Aggregation:
-    if operation == "count" and count == 3:
-        return Aggregation(
-            spec, Reduce(functools.partial(group_by, key, "count", None), {}), _same
-        )
-    if operation not in _OPERATIONS or count > 4:
+def _grouped(spec: str, parts: list[str]) -> GroupBy:
+    key, operation = parts[1], parts[2]
+    picker: Callable[[Any], Any] = functools.partial(group_key, key)
+    if operation == "count" and len(parts) == 3:
+        return GroupBy(picker, Count())
+    if operation not in _OPERATIONS or len(parts) > 4:
         raise _unknown(spec)
 
-    finish = _OPERATIONS[operation][2]
-    if finish is None:
-        return Aggregation(
-            spec, Reduce(functools.partial(group_by, key, operation, field), {}), _same
-        )
-    return Aggregation(
-        spec,
-        Reduce(functools.partial(group_by, key, operation, field), {}),
-        functools.partial(_finish_groups, finish),
-    )
+    field = _optional_field(parts, 3, spec)
+    inner = _field_combiner(operation, field, f"group:{key}:{operation}:FIELD")
+    return GroupBy(picker, inner)
 
 
-def _finish_groups(
-    finish: Callable[[Any], Any], groups: dict[Any, Any]
-) -> dict[Any, Any]:
-    return {group: finish(state) for group, state in groups.items()}
+def _field_combiner(operation: str, field: str | None, spec_with_field: str) -> FieldCombiner:
+    combiner_type, numeric = _OPERATIONS[operation]
+    return FieldCombiner(combiner_type(), operation, field, numeric, spec_with_field)
 
 
 def _optional_field(parts: list[str], index: int, spec: str) -> str | None:
@@ -199,37 +229,18 @@ def _unknown(spec: str) -> UsageError:
     )
 
 
-def _same(value: Any) -> Any:
-    return value
+def _is_number(item: Any) -> bool:
+    # numbers.Real covers int, float, Fraction and numpy scalars, but not
+    # Decimal, which the exact sum cannot add.
+    return isinstance(item, numbers.Real) and not isinstance(item, bool)
 
 
-def _fresh(initial: Any) -> Any:
-    return list(initial) if isinstance(initial, list) else initial
-
-
-def _field(field: str | None, value: Any, skip_none: bool = True) -> Any:
-    if field is None:
-        return value
-    if not isinstance(value, Mapping):
-        raise TypeError(
-            f"the function returned a {type(value).__qualname__}, which has no field {field!r}; "
-            "return a dict, or drop the field from --strategy to use the value itself"
-        )
-    if field not in value:
-        fields = ", ".join(sorted(map(str, value))) or "none"
-        raise ValueError(
-            f"a result has no field {field!r} (its fields: {fields}); pass a field the function returns"
-        )
-    return value[field]
-
-
-def _number(field: str | None, value: Any) -> Any:
-    item = _field(field, value)
-    if item is None or (
-        isinstance(item, numbers.Number) and not isinstance(item, bool)
-    ):
-        return item
-    where = "the value" if field is None else f"field {field!r}"
-    raise TypeError(
-        f"{where} is {item!r} of type {type(item).__qualname__}, not a number; return numbers to sum or average"
+def _dict_without_field(operation: str, spec_with_field: str, value: Mapping[Any, Any]) -> str:
+    fields = sorted(map(str, value))
+    numeric = sorted(str(key) for key, item in value.items() if _is_number(item))
+    example = spec_with_field.replace("FIELD", (numeric or fields or ["FIELD"])[0])
+    return (
+        f"the results are dicts (fields: {', '.join(fields) or 'none'}), which {operation} "
+        f"cannot take whole; name a field with --strategy {spec_with_field}, such as "
+        f"--strategy {example}"
     )

@@ -53,8 +53,15 @@ class MemoryLimitError(SyncaggError):
     """Collected results made the run's memory pass ``max_memory``.
 
     Raised by ``Aggregator.run`` when the strategy is ``Collect``, which keeps
-    every value in memory. The message names the budget and the usage.
+    every value in memory. The message names the budget and the usage, and
+    ``usage`` and ``limit`` hold them in bytes, for callers that word the
+    advice themselves, such as the command line.
     """
+
+    def __init__(self, message: str, *, usage: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.limit = limit
 
 
 def parse_memory(value: Any) -> int:
@@ -184,7 +191,9 @@ class MemoryBudget:
         """
         self._sample()
         if self.collecting and self.usage > self.limit:
-            raise MemoryLimitError(self._collect_message())
+            raise MemoryLimitError(
+                self._collect_message(), usage=self.usage, limit=self.limit
+            )
 
         if self.usage < self.limit * SOFT_FRACTION:
             if self.paused:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
+import random
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +28,20 @@ def run_cli(
     return subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def run_cli_closed_stdout(*arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m syncagg`` with standard output a pipe whose reader has already gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        command = [sys.executable, "-m", "syncagg", *map(str, arguments)]
+        return subprocess.run(
+            command, cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE,
+            text=True, timeout=120, check=False,
+        )
+    finally:
+        os.close(write_end)
 
 
 def write_jsonl(path: Path, values: list[object]) -> Path:
@@ -152,6 +170,136 @@ def test_strategy_result(tmp_path: Path, strategy: str, expected: object) -> Non
 
     assert result.returncode == 0, result.stderr
     assert stdout_json(result) == expected
+
+
+# In input order, a float sum rounds 1e16 + 1.0 back to 1e16 twice and ends
+# with 0.0 for the group "a", while the exact sum is 2.0. With one worker the
+# results arrive in input order, so an order-dependent sum fails every time.
+ORDER_DEPENDENT = [
+    {"g": "a", "v": 1e16},
+    {"g": "a", "v": 1.0},
+    {"g": "a", "v": 1.0},
+    {"g": "a", "v": -1e16},
+    {"g": "b", "v": 0.1},
+    {"g": "b", "v": 0.2},
+    {"g": "b", "v": 0.3},
+]
+
+
+def exact_mean(values: list[float]) -> float:
+    return float(sum(map(Fraction, values)) / len(values))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("sum:v", math.fsum(row["v"] for row in ORDER_DEPENDENT)),
+        ("mean:v", exact_mean([row["v"] for row in ORDER_DEPENDENT])),
+        ("group:g:sum:v", {"a": 2.0, "b": math.fsum([0.1, 0.2, 0.3])}),
+        ("group:g:mean:v", {"a": 0.5, "b": exact_mean([0.1, 0.2, 0.3])}),
+    ],
+)
+def test_float_strategy_exact(tmp_path: Path, strategy: str, expected: object) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", ORDER_DEPENDENT)
+
+    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "1", "-s", strategy)
+
+    assert result.returncode == 0, result.stderr
+    assert stdout_json(result) == expected
+
+
+def test_float_sum_same_every_run(tmp_path: Path) -> None:
+    generator = random.Random(7)
+    values = [generator.uniform(-1, 1) * 10 ** generator.randint(-8, 8) for _ in range(3000)]
+    inputs = write_jsonl(tmp_path / "in.jsonl", [{"v": value} for value in values])
+
+    sums = [
+        run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "2", "-q", "-s", "sum:v")
+        for _ in range(3)
+    ]
+
+    for result in sums:
+        assert result.returncode == 0, result.stderr
+        assert stdout_json(result) == math.fsum(values)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("sum:v", 4),
+        ("mean:v", 2.0),
+        ("min:v", 1),
+        ("max:v", 3),
+        ("group:g:sum:v", {"a": 1, "b": 3}),
+        ("group:g:mean:v", {"a": 1.0, "b": 3.0}),
+        ("group:g:count", {"a": 2, "b": 2}),
+    ],
+)
+def test_strategy_skips_none(tmp_path: Path, strategy: str, expected: object) -> None:
+    rows = [{"g": "a", "v": 1}, {"g": "a", "v": None}, {"g": "b", "v": None}, {"g": "b", "v": 3}]
+    inputs = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "2", "-s", strategy)
+
+    assert result.returncode == 0, result.stderr
+    assert stdout_json(result) == expected
+
+
+@pytest.mark.parametrize(
+    ("strategy", "fix"),
+    [
+        ("sum", "name a field with --strategy sum:FIELD, such as --strategy sum:square"),
+        ("max", "name a field with --strategy max:FIELD, such as --strategy max:square"),
+        (
+            "group:parity:mean",
+            "--strategy group:parity:mean:FIELD, such as --strategy group:parity:mean:square",
+        ),
+    ],
+)
+def test_strategy_without_field_on_dicts(tmp_path: Path, strategy: str, fix: str) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1, 2])
+
+    result = run_cli("run", SQUARE, inputs, "-w", "1", "-s", strategy)
+
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    [message] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert message.startswith(
+        f"syncagg run: error: --strategy {strategy}: the results are dicts "
+        "(fields: parity, square, x)"
+    )
+    assert fix in message
+    assert "Reduce" not in message
+    assert "Combine" not in message
+
+
+def test_strategy_field_not_number(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1])
+
+    result = run_cli("run", SQUARE, inputs, "-w", "1", "-s", "sum:parity")
+
+    assert result.returncode == 3
+    assert result.stderr.splitlines()[-1] == (
+        "syncagg run: error: --strategy sum:parity: field 'parity' is 'odd' of type str, "
+        "not an int or a float; return numbers to sum"
+    )
+
+
+def test_collect_over_memory_budget(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+
+    # The parent alone uses more than 1 MiB, so the first reading is over the budget.
+    result = run_cli(
+        "run", SQUARE, inputs, "-w", "1", "-s", "collect", "--max-memory", "1MiB"
+    )
+
+    assert result.returncode == 3
+    message = result.stderr.splitlines()[-1]
+    assert message.startswith("syncagg run: error: memory use ")
+    assert "passed --max-memory 1.0 MiB (1048576 bytes)" in message
+    assert "such as count, sum:FIELD or group:KEY:count" in message
+    assert "--output PATH" in message
+    assert "Reduce" not in message
 
 
 def test_failed_jobs_exit_one(tmp_path: Path) -> None:
@@ -358,6 +506,37 @@ def test_formats_lists_suffixes() -> None:
     assert any(line.split()[:2] == ["csv", ".csv"] for line in lines)
     assert any(line.split()[:3] == ["parquet", ".parquet", ".pq"] for line in lines)
     assert any(line.split()[:2] == ["text", ".txt"] for line in lines)
+
+
+def test_formats_closed_stdout_exit_141() -> None:
+    result = run_cli_closed_stdout("formats")
+
+    assert result.returncode == 141
+    assert result.stderr == ""
+
+
+def test_run_closed_stdout_exit_141(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(10)))
+    output = tmp_path / "rows.jsonl"
+    summary = tmp_path / "summary.json"
+
+    result = run_cli_closed_stdout(
+        "run", SQUARE, inputs, "-w", "2", "-q", "-o", output, "--summary", summary
+    )
+
+    assert result.returncode == 141
+    assert result.stderr == ""
+    assert len(output.read_text().splitlines()) == 10
+    assert json.loads(summary.read_text())["result"] == 10
+
+
+def test_inspect_help_has_no_quiet() -> None:
+    result = run_cli("inspect", "--help")
+
+    assert result.returncode == 0
+    assert "--quiet" not in result.stdout
+    assert "--verbose" not in result.stdout
+    assert "--json" in result.stdout
 
 
 def test_help_names_units() -> None:

@@ -15,7 +15,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_cli import ROOT, run_cli, stdout_json, write_jsonl
+from tests.test_cli import ROOT, run_cli, run_cli_closed_stdout, stdout_json, write_jsonl
 
 COUNT = 300
 FAILED_IDS = list(range(0, COUNT, 7))
@@ -153,7 +153,8 @@ def test_inspect_partial_text(tmp_path: Path) -> None:
     done = int(fields["jobs done"].split()[0])
     assert fields["status"] == "running"
     assert fields["function"] == "tests.cli_jobs.slow_square"
-    assert fields["strategy"] == "Reduce(syncagg.cli_strategies.add_field('x'), 0)"
+    assert fields["strategy"] == "sum:x"
+    assert fields["inputs"] == f"{COUNT} rows of the input files"
     assert fields["jobs done"] == f"{done} ({done} ok, 0 failed)"
     assert fields["jobs pending"] == f"{COUNT - done} of {COUNT}"
     assert fields["outputs"].startswith(f"{tmp_path / 'rows.jsonl'} (jsonl): ")
@@ -186,7 +187,9 @@ def test_inspect_finished(tmp_path: Path) -> None:
     assert fields["status"] == "finished"
     assert fields["jobs done"] == "10 (9 ok, 1 failed)"
     assert fields["jobs pending"] == "0 of 10"
-    assert fields["outputs"] == f"{output} (parquet): 9 rows committed in 1 parts"
+    assert fields["inputs"] == "10 rows of the input files"
+    assert fields["strategy"] == "count"
+    assert fields["outputs"] == f"{output} (parquet): 9 rows committed"
     assert fields["failure"] == "job 7 (7): ValueError: 7 is not welcome"
     assert report["status"] == "finished"
     assert report["done"] == 10
@@ -194,7 +197,7 @@ def test_inspect_finished(tmp_path: Path) -> None:
     assert report["failed"] == 1
     assert report["pending"] == 0
     assert report["function"] == "tests.cli_jobs.square_but_seven"
-    assert report["strategy"] == "Reduce(syncagg.cli_strategies.count_value, 0)"
+    assert report["strategy"] == "count"
     [described] = report["outputs"]  # type: ignore[misc]
     assert described["path"] == str(output)
     assert described["format"] == "parquet"
@@ -204,6 +207,21 @@ def test_inspect_finished(tmp_path: Path) -> None:
     assert report["failures"] == [
         {"job_id": 7, "key": "7", "error": "ValueError: 7 is not welcome"}
     ]
+
+
+def test_inspect_closed_stdout_exit_141(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(4)))
+    checkpoint = tmp_path / "run.sqlite"
+    run = run_cli("run", "tests.cli_jobs:square", inputs, "-w", "1", "--checkpoint", checkpoint)
+    assert run.returncode == 0, run.stderr
+
+    text = run_cli_closed_stdout("inspect", checkpoint)
+    report = run_cli_closed_stdout("inspect", checkpoint, "--json")
+
+    assert text.returncode == 141
+    assert text.stderr == ""
+    assert report.returncode == 141
+    assert report.stderr == ""
 
 
 def test_rerun_of_finished_run_returns_at_once(tmp_path: Path) -> None:
@@ -260,8 +278,7 @@ def test_changed_strategy_exit_two(tmp_path: Path) -> None:
     assert second.returncode == 2
     assert "Traceback" not in second.stderr
     assert "was written by a run with another configuration" in second.stderr
-    assert "add_field('x')" in second.stderr
-    assert "add_field('square')" in second.stderr
+    assert "strategy: checkpoint has 'sum:x', this run has 'sum:square'" in second.stderr
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
 
 import pytest
 
 from syncagg.progress import Progress
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Terminal(io.StringIO):
@@ -78,3 +89,103 @@ def test_disabled_is_silent(caplog: pytest.LogCaptureFixture) -> None:
 
     assert stream.getvalue() == ""
     assert progress_lines(caplog) == []
+
+
+def test_bar_shows_failure_at_once() -> None:
+    stream = Terminal()
+    progress = Progress(True, total=10, initial=0, failed=0, stream=stream)
+    try:
+        progress.advance(5, 1)
+
+        text = stream.getvalue()
+    finally:
+        progress.close()
+
+    assert "5/10" in text
+    assert "failed=1" in text
+
+
+def test_log_line_above_bar() -> None:
+    stream = Terminal()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("syncagg.test_progress")
+    logging.getLogger("syncagg").addHandler(handler)
+    try:
+        progress = Progress(True, total=10, initial=0, failed=0, stream=stream)
+        log.warning("job 7 failed")
+        progress.close()
+    finally:
+        logging.getLogger("syncagg").removeHandler(handler)
+
+    text = stream.getvalue()
+    # tqdm.write clears the bar line with a carriage return before the log line.
+    assert "WARNING syncagg.test_progress: job 7 failed" in re.split(r"[\r\n]", text)
+    assert "]WARNING" not in text
+    assert handler.stream is stream
+
+
+# A run of the library on a terminal, with logging left unconfigured.
+TERMINAL_RUN = """
+import logging
+import syncagg as sa
+from tests import cli_jobs
+
+summary = sa.Aggregator(workers=2).run(cli_jobs.square_but_seven, range(10))
+print(summary.counts["failed"], len(logging.getLogger("syncagg").handlers))
+"""
+
+
+def run_on_terminal(source: str) -> tuple[str, str]:
+    """Run Python ``source`` with standard error on a 100-column pseudo-terminal.
+
+    Returns the standard output and the text written to the terminal.
+    """
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", source],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+        )
+    finally:
+        os.close(terminal)
+    try:
+        chunks = []
+        while chunk := read_terminal(controller):
+            chunks.append(chunk)
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return stdout.decode(), b"".join(chunks).decode()
+
+
+def read_terminal(controller: int) -> bytes:
+    try:
+        return os.read(controller, 65536)
+    except OSError:
+        # Linux raises EIO once the process has closed the terminal.
+        return b""
+
+
+def test_library_run_logs_above_bar() -> None:
+    stdout, text = run_on_terminal(TERMINAL_RUN)
+
+    assert stdout == "1 0\n"
+    lines = re.split(r"[\r\n]", text)
+    warnings = [line for line in lines if "job 7 (7) failed" in line]
+    assert len(warnings) == 1, text
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d WARNING syncagg\.collector: job 7 \(7\) failed: "
+        r"ValueError: 7 is not welcome",
+        warnings[0],
+    ), text
+    bars = [line for line in lines if line.startswith("syncagg:")]
+    assert "10/10" in bars[-1]
+    assert "failed=1" in bars[-1]
