@@ -31,6 +31,7 @@ from syncagg.strategies import Collect, Combine, Strategy
 __all__ = [
     "STRATEGY_FORMS",
     "Aggregation",
+    "CommandCollect",
     "CommandStrategy",
     "FieldCombiner",
     "group_key",
@@ -78,6 +79,13 @@ class CommandStrategy(Combine):
 
     def describe(self) -> str:
         return self.spec
+
+
+class CommandCollect(Collect):
+    """A ``Collect`` that describes itself as ``collect``, its ``--strategy`` text."""
+
+    def describe(self) -> str:
+        return "collect"
 
 
 class FieldCombiner(Combiner):
@@ -182,7 +190,7 @@ def parse_strategy(spec: str) -> Aggregation:
     parts = spec.split(":")
     name = parts[0]
     if spec == "collect":
-        return Aggregation(spec, Collect())
+        return Aggregation(spec, CommandCollect())
     if spec == "count":
         return Aggregation(spec, CommandStrategy(spec, Count()))
     if name in _OPERATIONS and len(parts) <= 2:
@@ -190,8 +198,7 @@ def parse_strategy(spec: str) -> Aggregation:
         combiner = _field_combiner(name, field, f"{name}:FIELD")
         return Aggregation(spec, CommandStrategy(spec, combiner))
     if name == "group" and len(parts) >= 3 and parts[1]:
-        combiner = _grouped(spec, parts)
-        return Aggregation(spec, CommandStrategy(spec, combiner))
+        return Aggregation(spec, CommandStrategy(spec, _grouped(spec, parts)))
     raise _unknown(spec)
 
 

@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeGuard
 
 import psutil
 
@@ -249,7 +249,9 @@ def _chain_handlers(start: logging.Logger) -> list[logging.Handler]:
     return handlers
 
 
-def _is_console(handler: logging.Handler, bar_stream: TextIO) -> bool:
+def _is_console(
+    handler: logging.Handler, bar_stream: TextIO
+) -> TypeGuard[logging.StreamHandler[Any]]:
     if not isinstance(handler, logging.StreamHandler):
         return False
     return handler.stream in (sys.stdout, sys.stderr, bar_stream)

@@ -209,6 +209,23 @@ def test_inspect_finished(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("strategy", ["collect", "mean:x", "group:parity:sum:square"])
+def test_inspect_strategy_as_typed(tmp_path: Path, strategy: str) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(4)))
+    checkpoint = tmp_path / "run.sqlite"
+    run = run_cli(
+        "run", "tests.cli_jobs:square", inputs, "-w", "1", "-s", strategy, "--checkpoint", checkpoint
+    )
+    assert run.returncode == 0, run.stderr
+
+    text = run_cli("inspect", checkpoint)
+
+    assert text.returncode == 0, text.stderr
+    fields = {line[:16].strip(): line[17:] for line in text.stdout.splitlines()}
+    assert fields["strategy"] == strategy
+    assert inspect_json(checkpoint)["strategy"] == strategy
+
+
 def test_inspect_closed_stdout_exit_141(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", list(range(4)))
     checkpoint = tmp_path / "run.sqlite"
