@@ -14,6 +14,7 @@ again below it (``BarLogging``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -182,6 +183,9 @@ class BarLogging:
     With no handler at all, Python's last-resort handler would print
     WARNING lines as the bare message. A handler with ``LOG_FORMAT`` and
     the last-resort level takes its place until the last bar stops.
+
+    NOTE: lines that forked workers log still land on the bar's line,
+    because ``_BarStream`` writes them directly.
     """
 
     def __init__(self) -> None:
@@ -230,8 +234,15 @@ class _BarStream:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self._pid = os.getpid()
 
     def write(self, text: str) -> int:
+        if os.getpid() != self._pid:
+            # A forked worker inherits the handler. tqdm.write takes a
+            # multiprocessing lock that forked workers share with the parent
+            # (tqdm 4.70), and a worker killed while holding it would block
+            # the parent's bar for good.
+            return self.stream.write(text)
         tqdm.write(text, file=self.stream, end="")
         return len(text)
 
