@@ -54,6 +54,18 @@ def _kill(process: subprocess.Popen[bytes], signum: int) -> int:
     return code
 
 
+def _start_marking(module: str, out: Path, jobs_started: int) -> subprocess.Popen[bytes]:
+    """Start a run whose jobs mark themselves in ``out/started``; wait until that many have."""
+    process = subprocess.Popen([sys.executable, "-m", module, str(out)], cwd=ROOT, stderr=subprocess.PIPE)
+    started = out / "started"
+    deadline = time.monotonic() + 60
+    while not started.is_dir() or len(list(started.iterdir())) < jobs_started:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, f"{jobs_started} jobs did not start within 60 s"
+        time.sleep(0.02)
+    return process
+
+
 def _finish(out: Path) -> dict[str, object]:
     process = _start(out)
     _, stderr = process.communicate(timeout=120)
@@ -142,14 +154,8 @@ def test_rerun_after_finish(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_stop_lets_jobs_in_flight_finish(tmp_path: Path, signum: int) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.drain_run", str(tmp_path)], cwd=ROOT, stderr=subprocess.PIPE
-    )
+    process = _start_marking("tests.drain_run", tmp_path, jobs_started=3)
     started = tmp_path / "started"
-    deadline = time.monotonic() + 60
-    while not started.is_dir() or len(list(started.iterdir())) < 3:
-        assert time.monotonic() < deadline, "no job started within 60 s"
-        time.sleep(0.02)
     workers = psutil.Process(process.pid).children()
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
@@ -164,14 +170,7 @@ def test_second_interrupt_stops_jobs_and_checkpoints(tmp_path: Path) -> None:
     # Jobs 20 and up hang. The first Ctrl-C would wait two minutes for
     # them; the second stops them at once, and the last checkpoint still
     # records jobs 0 to 19, so the rerun does only the rest.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.stuck_run", str(tmp_path)], cwd=ROOT, stderr=subprocess.PIPE
-    )
-    started = tmp_path / "started"
-    deadline = time.monotonic() + 60
-    while not started.is_dir() or len(list(started.iterdir())) < 22:
-        assert time.monotonic() < deadline, "jobs 20 and 21 did not start within 60 s"
-        time.sleep(0.02)
+    process = _start_marking("tests.stuck_run", tmp_path, jobs_started=22)
     workers = psutil.Process(process.pid).children()
     process.send_signal(signal.SIGINT)
     time.sleep(0.5)
