@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -21,10 +20,11 @@ from typing import Any
 from syncagg.combiners import Combiner
 from syncagg.dispatcher import Chunk, Dispatcher
 from syncagg.folding import BatchFolder
+from syncagg.records import error_fields
 from syncagg.source import Sink, Source
 from syncagg.transport import ResultBatch
 
-__all__ = ["ExecutorSource", "FutureSource", "Threads", "error_tuple", "run_chunk"]
+__all__ = ["ExecutorSource", "FutureSource", "Threads", "run_chunk"]
 
 logger = logging.getLogger("syncagg.executors")
 
@@ -44,15 +44,6 @@ class Threads:
             raise ValueError(f"Threads(count) must be a positive int, got {self.count!r}")
 
 
-def error_tuple(exc: BaseException) -> tuple[str, str, str]:
-    """Return ``(type, message, traceback)`` text for an exception."""
-    kind = type(exc)
-    if kind.__module__ in ("builtins", "__main__"):
-        name = kind.__qualname__
-    else:
-        name = f"{kind.__module__}.{kind.__qualname__}"
-    text = "".join(traceback.format_exception(exc))
-    return (name, str(exc), text)
 
 
 def run_chunk(
@@ -74,7 +65,7 @@ def run_chunk(
             value = fn(item)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the job fails, the thread goes on
             value = None
-            batch.errors[index] = error_tuple(exc)
+            batch.errors[index] = error_fields(exc)
         else:
             if folder is not None:
                 value, error = folder.add(value)
@@ -215,7 +206,7 @@ class FutureSource(Source):
             try:
                 batch.values[0] = future.result()
             except BaseException as exc:  # noqa: BLE001 - a failed job, like fn raising
-                batch.errors[0] = error_tuple(exc)
+                batch.errors[0] = error_fields(exc)
             sink.add_batch(slot, batch)
 
     def terminate(self) -> None:

@@ -128,8 +128,16 @@ class WorkerPool:
         return Slot(index, process, task_writer, result_reader, ring)
 
     def replace(self, slot: Slot) -> Slot:
-        """Start a new worker in the slot of a worker that exited."""
+        """Start a new worker in the slot of a worker that exited.
+
+        The caller has read every descriptor the dead worker sent, so a
+        one-off segment of that worker still linked was never announced: it
+        is removed now, or repeated deaths would fill /dev/shm until the run ends.
+        """
         slot.process.join()
+        left = remove_segments(f"{self.prefix}w{slot.process.pid}-")
+        if left:
+            logger.info("removed %d unsent segments of dead worker %s", len(left), slot.process.pid)
         slot.process.close()
         slot.tasks.close()
         slot.results.close()
@@ -280,7 +288,9 @@ def _decode(view: memoryview, slot: Slot, count: int) -> ResultBatch:
         else:
             batch = decode_message(view)
         return batch
-    except Exception as exc:  # noqa: BLE001 - any unpickling error fails the batch's jobs
+    except BaseException as exc:  # noqa: BLE001 - any unpickling error fails the batch's jobs
+        # This runs in the collector thread, where Ctrl-C never arrives, so
+        # even SystemExit or KeyboardInterrupt here came from a __reduce__.
         raise UndecodableBatch(count, exc) from exc
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +79,25 @@ class JobResult:
     def ok(self) -> bool:
         """Whether the job succeeded."""
         return self.status is Status.OK
+
+
+def error_fields(exc: BaseException) -> tuple[str, str, str]:
+    """Return the type name, message and traceback text of a job's exception.
+
+    An exception whose ``__str__`` raises still fails its job alone: the
+    message then says that ``str()`` failed.
+    """
+    kind = type(exc)
+    if kind.__module__ in ("builtins", "__main__"):
+        name = kind.__qualname__
+    else:
+        name = f"{kind.__module__}.{kind.__qualname__}"
+    try:
+        message = str(exc)
+    except BaseException as error:  # noqa: BLE001 - a broken __str__ must not end the worker
+        message = f"<str() of the {kind.__qualname__} failed with {type(error).__qualname__}>"
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except BaseException:  # noqa: BLE001 - the traceback is optional detail
+        text = ""
+    return name, message, text

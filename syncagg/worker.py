@@ -18,7 +18,6 @@ import queue
 import signal
 import threading
 import time
-import traceback
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 from syncagg import sharedarray
 from syncagg.combiners import Combiner
 from syncagg.folding import BatchFolder
+from syncagg.records import error_fields
 from syncagg.ring import RingWriter
 from syncagg.segments import attach_segment, create_segment, segment_buffer, segment_exists
 from syncagg.transport import (
@@ -202,7 +202,7 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender
             value = fn(item)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the job fails, the worker goes on
             value = None
-            errors[len(values)] = (_type_name(exc), str(exc), traceback.format_exc())
+            errors[len(values)] = error_fields(exc)
         finished = clock()
         add_value(value)
         add_start(started)
@@ -236,17 +236,12 @@ def _fold_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sende
         try:
             value, error = fn(item), None
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed job, as in _run_chunk
-            value, error = None, (_type_name(exc), str(exc), traceback.format_exc())
+            value, error = None, error_fields(exc)
         sender.add(job_id, value, started, time.time(), error)
 
 
 
 
-def _type_name(exc: BaseException) -> str:
-    kind = type(exc)
-    if kind.__module__ in ("builtins", "__main__"):
-        return kind.__qualname__
-    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 class BatchSender:

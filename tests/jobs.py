@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections import Counter
 import time
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +185,44 @@ def stuck_from_20(item: tuple[str, int]) -> dict[str, int]:
     if x >= 20 and "SYNCAGG_TEST_FAST" not in os.environ:
         time.sleep(60)
     return {"x": x}
+
+
+def orphan_segment_then_die(x: int) -> int:
+    """On input 3, create a segment named as this worker's next one-off segment, then SIGKILL the worker.
+
+    This leaves what a worker killed while writing an oversized result
+    leaves: a segment it never announced.
+    """
+    if x == 3:
+        ring = next(Path("/dev/shm").glob(f"syncagg-{os.getppid()}-*-ring"))
+        prefix = ring.name[: -len("ring")]
+        segment = shared_memory.SharedMemory(f"{prefix}w{os.getpid()}-99", create=True, size=4096)
+        segment.close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+class ExitOnLoad:
+    """A result that pickles, and whose unpickling calls sys.exit."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return (sys.exit, (7,))
+
+
+def exit_on_load_on_3(x: int) -> Any:
+    """Return ``x``, except for input 3 a value whose unpickling raises SystemExit."""
+    return ExitOnLoad() if x == 3 else x
+
+
+class BrokenStr(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def broken_str_on_2(x: int) -> int:
+    """Return ``x``, except raise ``BrokenStr`` for input 2."""
+    if x == 2:
+        raise BrokenStr()
+    return x

@@ -269,3 +269,47 @@ def test_death_noticed_while_fork_lives(tmp_path: Path) -> None:
 
     assert sorted(summary.value) == [0, 1, 2, 4, 5, 6, 7]
     assert [f.job_id for f in summary.failures] == [3]
+
+
+def test_dead_worker_segments_removed_at_replacement() -> None:
+    # Job 3 leaves an unannounced segment and kills its worker. Jobs after
+    # it see the replacement's run, by when the segment must be gone.
+    seen_after: list[list[str]] = []
+
+    def check(result: sa.JobResult) -> None:
+        if result.job_id >= 6:
+            seen_after.append(sorted(p.name for p in Path("/dev/shm").glob(f"syncagg-{os.getpid()}-*-w*-99")))
+
+    aggregator = sa.Aggregator(
+        strategy=sa.Collect(), workers=1, progress=False, chunksize=1, retries=0, on_result=check
+    )
+    summary = aggregator.run(jobs.orphan_segment_then_die, range(10))
+
+    assert [failure.job_id for failure in summary.failures] == [3]
+    assert sorted(summary.value) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert seen_after == [[]] * 4
+
+
+def test_result_that_exits_on_load_fails_its_job() -> None:
+    aggregator = sa.Aggregator(strategy=sa.Collect(), workers=2, progress=False, batch_bytes=1)
+    summary = aggregator.run(jobs.exit_on_load_on_3, range(8))
+
+    assert sorted(summary.value) == [0, 1, 2, 4, 5, 6, 7]
+    assert [failure.job_id for failure in summary.failures] == [3]
+    error = summary.failures[0].error
+    assert error is not None
+    assert error.type == "syncagg.UndecodableResult"
+    assert "SystemExit" in error.message
+
+
+def test_exception_with_broken_str_fails_its_job() -> None:
+    aggregator = sa.Aggregator(strategy=sa.Collect(), workers=1, progress=False)
+    summary = aggregator.run(jobs.broken_str_on_2, range(5))
+
+    assert sorted(summary.value) == [0, 1, 3, 4]
+    assert [failure.job_id for failure in summary.failures] == [2]
+    failure = summary.failures[0]
+    assert failure.attempts == 1
+    assert failure.error is not None
+    assert failure.error.type == "tests.jobs.BrokenStr"
+    assert failure.error.message == "<str() of the BrokenStr failed with RuntimeError>"
