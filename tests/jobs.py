@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections import Counter
 import time
+from collections import Counter
 from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import random
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
