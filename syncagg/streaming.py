@@ -31,9 +31,11 @@ alive, even after a second SIGTERM.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
@@ -167,6 +169,7 @@ class ResultStream(Iterator[JobResult]):
             daemon=True,
         )
         self._thread.start()
+        _close_at_exit(self)
 
     def __iter__(self) -> ResultStream:
         return self
@@ -199,6 +202,7 @@ class ResultStream(Iterator[JobResult]):
         self._handoff.close()
         self._thread.join()
         self._termination.uninstall()
+        _OPEN.discard(self)
 
     def __enter__(self) -> ResultStream:
         return self
@@ -217,6 +221,30 @@ class ResultStream(Iterator[JobResult]):
             self.close()
         except Exception:  # noqa: BLE001 - nothing can receive it here
             logger.exception("closing a stream that was garbage collected failed")
+
+
+# Streams not closed yet. A stream that a module-level name still refers to
+# at interpreter exit is never collected, and multiprocessing's exit handler
+# would then wait forever for its workers, which ignore the SIGTERM it sends.
+_OPEN: weakref.WeakSet[ResultStream] = weakref.WeakSet()
+_registered = False
+
+
+def _close_at_exit(stream: ResultStream) -> None:
+    global _registered
+    _OPEN.add(stream)
+    if not _registered:
+        # Registered after multiprocessing's exit handler, so it runs before it.
+        atexit.register(_close_open_streams)
+        _registered = True
+
+
+def _close_open_streams() -> None:
+    for stream in list(_OPEN):
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001 - the interpreter is exiting; log and go on
+            logger.exception("closing an open stream at exit failed")
 
 
 def _run(start: Start, handoff: Handoff, stop: threading.Event, termination: Termination) -> None:

@@ -270,3 +270,27 @@ def test_sigterm_stops_stream_then_resumes(tmp_path: Path) -> None:
     assert sorted(first + rest) == list(range(STREAM_COUNT))
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert sorted(row["x"] for row in rows) == list(range(STREAM_COUNT))
+
+
+def test_open_stream_at_exit_does_not_hang() -> None:
+    # The stream stays referenced by a module-level name when the script
+    # ends; its workers ignore the SIGTERM that multiprocessing's exit
+    # handler sends, so only closing the stream at exit lets the process end.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.stream_exit_run"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
+        process.communicate()
+        raise
+
+    assert process.returncode == 0, stderr.decode()
+    assert stdout.decode() == "leaving\n"
+    assert b"leaked shared_memory" not in stderr

@@ -1,0 +1,16 @@
+"""A script that leaves a stream open in a module-level name and exits.
+
+    python -m tests.stream_exit_run
+"""
+
+from __future__ import annotations
+
+import syncagg as sa
+from tests import jobs
+
+aggregator = sa.Aggregator(workers=2, progress=False)
+stream = aggregator.stream(jobs.sleepy_square, range(100_000), buffer_size=10)
+for taken, _result in enumerate(stream):
+    if taken == 20:
+        break
+print("leaving", flush=True)
