@@ -287,6 +287,7 @@ def _add_run_controls(run: argparse.ArgumentParser) -> None:
 
 
 def _run(arguments: argparse.Namespace) -> int:
+    _check_distinct_paths(arguments)
     fn = load_function(arguments.function)
     inputs = open_inputs(arguments.inputs, arguments.input_format)
     pipeline = where_pipeline(arguments.where)
@@ -467,6 +468,28 @@ def _outputs(paths: list[str], format_name: str | None) -> list[Output]:
                 f"{suffixes}, or pass --format with one of {', '.join(formats)}"
             ) from None
     return outputs
+
+
+def _check_distinct_paths(arguments: argparse.Namespace) -> None:
+    """Raise ``UsageError`` if a file the run writes is also an input or another written file."""
+    named = [("input", path) for path in arguments.inputs if str(path) != "-"]
+    named += [("--output", path) for path in arguments.output]
+    for option in ("--checkpoint", "--summary"):
+        path = getattr(arguments, option[2:])
+        if path is not None:
+            named.append((option, path))
+
+    seen: dict[Path, tuple[str, str]] = {}
+    for option, path in named:
+        key = Path(path).resolve()
+        first = seen.setdefault(key, (option, str(path)))
+        if first == (option, str(path)) or (option == "input" and first[0] == "input"):
+            # Reading one file twice is allowed.
+            continue
+        raise UsageError(
+            f"{option} {str(path)!r} is the same file as {first[0]} {first[1]!r}, which the run would "
+            "overwrite; give each output, checkpoint and summary a path of its own"
+        )
 
 
 def _check_folder(path: Path, option: str) -> None:

@@ -685,3 +685,28 @@ def test_broken_module_one_line(tmp_path: Path, source: str, message: str) -> No
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "importing module 'broken' " + message in result.stderr
     assert f"(at {tmp_path / 'broken.py'}:1); fix the module" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["-o", "IN", "--format", "jsonl"], "--output"),
+        (["-o", "OUT", "--summary", "OUT"], "--summary"),
+        (["-o", "OUT", "--checkpoint", "OUT"], "--checkpoint"),
+    ],
+    ids=["output-is-input", "summary-is-output", "checkpoint-is-output"],
+)
+def test_path_used_twice_exit_two(tmp_path: Path, options: list[str], named: str) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1, 2])
+    before = inputs.read_bytes()
+    out = tmp_path / "out.jsonl"
+    options = [str(inputs) if o == "IN" else str(out) if o == "OUT" else o for o in options]
+
+    result = run_cli("run", SQUARE, inputs, *options)
+
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"{named} " in result.stderr
+    assert "is the same file as" in result.stderr
+    assert inputs.read_bytes() == before
+    assert not out.exists()
