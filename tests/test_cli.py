@@ -710,3 +710,25 @@ def test_path_used_twice_exit_two(tmp_path: Path, options: list[str], named: str
     assert "is the same file as" in result.stderr
     assert inputs.read_bytes() == before
     assert not out.exists()
+
+
+def test_csv_not_utf8_exit_three(tmp_path: Path) -> None:
+    inputs = tmp_path / "latin1.csv"
+    inputs.write_bytes(b"n\n\xff\xfe1\n2\n")
+
+    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-q")
+
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert f"{str(inputs)!r} is not valid UTF-8" in result.stderr.splitlines()[-1]
+
+
+def test_csv_wide_field_read(tmp_path: Path) -> None:
+    inputs = tmp_path / "wide.csv"
+    inputs.write_text('n\n"' + "x" * 200_000 + '"\n')
+    summary = tmp_path / "summary.json"
+
+    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-q", "--summary", summary)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(summary.read_text())["counts"]["ok"] == 1
