@@ -16,6 +16,7 @@ import math
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from array import array
@@ -439,4 +440,22 @@ def _encode_batch(batch: ResultBatch, locate: RingLocator | None) -> EncodedMess
                 "return plain data (dicts, lists, numbers, strings, numpy arrays)",
                 "",
             )
-    return encode_message(batch, locate)
+    return _encode_deeper(batch, locate)
+
+
+# Levels that the batch adds above each value when it is pickled.
+_BATCH_DEPTH = 16
+
+
+def _encode_deeper(batch: ResultBatch, locate: RingLocator | None) -> EncodedMessage:
+    """Encode a batch whose values each pickle alone, allowing the levels the batch adds.
+
+    A value nested close to the recursion limit pickles alone but not a few
+    levels down inside the batch; without the extra levels the worker died.
+    """
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + _BATCH_DEPTH)
+    try:
+        return encode_message(batch, locate)
+    finally:
+        sys.setrecursionlimit(limit)

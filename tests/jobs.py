@@ -226,3 +226,11 @@ def broken_str_on_2(x: int) -> int:
     if x == 2:
         raise BrokenStr()
     return x
+
+
+def nested_lists(depth: int) -> dict[str, Any]:
+    """Return a dict that holds lists nested ``depth`` deep."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return {"v": value}

@@ -6,6 +6,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -313,3 +315,27 @@ def test_exception_with_broken_str_fails_its_job() -> None:
     assert failure.error is not None
     assert failure.error.type == "tests.jobs.BrokenStr"
     assert failure.error.message == "<str() of the BrokenStr failed with RuntimeError>"
+
+
+_NESTED_SCRIPT = """
+import syncagg as sa
+from tests import jobs
+if __name__ == "__main__":
+    summary = sa.Aggregator(workers=1, progress=False, chunksize=1).run(jobs.nested_lists, range(480, 490))
+    print(summary.counts["ok"], sorted({f.error.type for f in summary.failures}))
+"""
+
+
+def test_values_near_recursion_limit_fail_alone() -> None:
+    # In a fresh interpreter, some of these depths pickle alone but not a
+    # few levels down inside their batch, which used to kill the worker
+    # (WorkerDied); now each value arrives or fails as unpicklable.
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", _NESTED_SCRIPT], cwd=root, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    ok, types = result.stdout.split(" ", 1)
+    assert types.strip() == "['syncagg.UnpicklableResult']"
+    assert int(ok) >= 5
