@@ -53,7 +53,7 @@ __all__ = ["DaskSource", "cluster_threads", "dask_client", "run_marked"]
 
 logger = logging.getLogger("syncagg.dask")
 
-# The longest wait for one finished task's result to arrive from its worker.
+# The maximum wait, in seconds, for one finished task's result to arrive from its worker.
 _FETCH_SECONDS = 1.0
 
 

@@ -171,6 +171,6 @@ def _stop(loop: _Stoppable, thread: threading.Thread) -> None:
     try:
         _join(thread, loop.ended)
     except KeyboardInterrupt:
-        # A third Ctrl-C stops waiting; the checkpoint before this stop stands.
+        # A third Ctrl-C stops waiting, so the checkpoint before this stop is the last.
         logger.warning("interrupted a third time; exiting without a last checkpoint")
 

@@ -172,8 +172,9 @@ class WorkerPool:
         finally:
             segment.close()
             segment.unlink()
-            # The arrays in the ring that the segment's message referred to;
-            # the wake-up also ends the wait of a worker whose next segment waits for this one to go.
+            # Frees the arrays in the ring that the segment's message referred
+            # to. The wake-up also ends the wait of a worker whose next
+            # segment waits until this one is gone.
             self._release(slot, release, wake=True)
 
     def _release(self, slot: Slot, end: int, wake: bool = False) -> None:

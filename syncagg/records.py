@@ -85,7 +85,7 @@ def error_fields(exc: BaseException) -> tuple[str, str, str]:
     """Return the type name, message and traceback text of a job's exception.
 
     An exception whose ``__str__`` raises still fails its job alone: the
-    message then says that ``str()`` failed.
+    message then reports that ``str()`` failed.
     """
     kind = type(exc)
     if kind.__module__ in ("builtins", "__main__"):

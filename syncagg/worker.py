@@ -451,7 +451,7 @@ def _encode_deeper(batch: ResultBatch, locate: RingLocator | None) -> EncodedMes
     """Encode a batch whose values each pickle alone, allowing the levels the batch adds.
 
     A value nested close to the recursion limit pickles alone but not a few
-    levels down inside the batch; without the extra levels the worker died.
+    levels down inside the batch. Without the extra levels the worker died.
     """
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(limit + _BATCH_DEPTH)
