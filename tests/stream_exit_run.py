@@ -8,9 +8,19 @@ from __future__ import annotations
 import syncagg as sa
 from tests import jobs
 
-aggregator = sa.Aggregator(workers=2, progress=False)
-stream = aggregator.stream(jobs.sleepy_square, range(100_000), buffer_size=10)
-for taken, _result in enumerate(stream):
-    if taken == 20:
-        break
-print("leaving", flush=True)
+stream: sa.ResultStream | None = None
+
+
+def main() -> None:
+    # A module-level name keeps the stream alive until the interpreter exits.
+    global stream
+    aggregator = sa.Aggregator(workers=2, progress=False)
+    stream = aggregator.stream(jobs.sleepy_square, range(100_000), buffer_size=10)
+    for taken, _result in enumerate(stream):
+        if taken == 20:
+            break
+    print("leaving", flush=True)
+
+
+if __name__ == "__main__":
+    main()
