@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 from collections.abc import Callable, Iterator
@@ -86,7 +87,7 @@ class WorkerPool:
         self._closed = False
         try:
             for index in range(workers):
-                self.slots.append(self._start(index, start=0))
+                self._start(index, start=0)
         except BaseException:
             # A fork that fails (EAGAIN at a process limit) must not leave the
             # workers started so far, or the segment, behind.
@@ -109,6 +110,7 @@ class WorkerPool:
             batch_latency=self._batch_latency,
             segment_prefix=self.prefix,
             combiner=self._combiner,
+            parent_pid=None if self._context.get_start_method() == "forkserver" else os.getpid(),
         )
         process = self._context.Process(  # type: ignore[attr-defined]
             target=worker_main,
@@ -116,16 +118,23 @@ class WorkerPool:
             name=f"syncagg-worker-{index}",
             daemon=True,
         )
+        # The slot is recorded before the signals are let through, so a
+        # Ctrl-C held back during the start finds the worker in self.slots,
+        # where terminate and close stop it and release its view of the ring.
         with _stop_signals_blocked():
             process.start()
-
-        # The child has its own copies now; closing ours lets a pipe report
-        # end-of-file when the child dies.
-        task_reader.close()
-        result_writer.close()
-        ring = RingReader(segment_buffer(self._segment), index, self._region_bytes)
+            # The child has its own copies now; closing ours lets a pipe report
+            # end-of-file when the child dies.
+            task_reader.close()
+            result_writer.close()
+            ring = RingReader(segment_buffer(self._segment), index, self._region_bytes)
+            slot = Slot(index, process, task_writer, result_reader, ring)
+            if index < len(self.slots):
+                self.slots[index] = slot
+            else:
+                self.slots.append(slot)
         logger.debug("started worker %d with pid %s", index, process.pid)
-        return Slot(index, process, task_writer, result_reader, ring)
+        return slot
 
     def replace(self, slot: Slot) -> Slot:
         """Start a new worker in the slot of a worker that exited.
@@ -146,7 +155,6 @@ class WorkerPool:
         slot.ring.release()
 
         new = self._start(slot.index, start)
-        self.slots[slot.index] = new
         return new
 
     def read(self, slot: Slot, descriptor: tuple[Any, ...]) -> ResultBatch:

@@ -73,6 +73,9 @@ class WorkerSpec:
     segment_prefix: str
     # With Combine(..., in_workers=True): fold each batch's values into one accumulator.
     combiner: Combiner | None = None
+    # The pid of the process that started this worker, when it is the
+    # worker's direct parent (fork and spawn; not forkserver).
+    parent_pid: int | None = None
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -87,6 +90,9 @@ def worker_main(spec: WorkerSpec) -> None:
     # they can be let through, and jobs see the mask they expect.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     parent = os.getppid()
+    if spec.parent_pid is not None and parent != spec.parent_pid:
+        # The parent died while this worker started: nothing will ever read its results.
+        os._exit(_PARENT_GONE_EXIT)
 
     def alive() -> bool:
         return os.getppid() == parent

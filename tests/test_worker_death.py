@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import psutil
 import pytest
 
 import syncagg as sa
+from syncagg.worker import WorkerSpec, worker_main
 from tests import jobs
 
 _MiB = 1024 * 1024
@@ -319,6 +321,7 @@ def test_exception_with_broken_str_fails_its_job() -> None:
 
 _NESTED_SCRIPT = """
 import syncagg as sa
+from syncagg.worker import WorkerSpec, worker_main
 from tests import jobs
 if __name__ == "__main__":
     summary = sa.Aggregator(workers=1, progress=False, chunksize=1).run(jobs.nested_lists, range(480, 490))
@@ -339,3 +342,17 @@ def test_values_near_recursion_limit_fail_alone() -> None:
     ok, types = result.stdout.split(" ", 1)
     assert types.strip() == "['syncagg.UnpicklableResult']"
     assert int(ok) >= 5
+
+
+def test_worker_whose_parent_is_gone_exits() -> None:
+    # A worker started just before its parent died sees another parent
+    # (init or a subreaper) and must exit, or it waits forever for jobs.
+    spec = WorkerSpec(
+        fn=abs, slot=0, ring_name="unused", capacity=0, start=0, tasks=None, results=None,  # type: ignore[arg-type]
+        batch_bytes=1, batch_latency=1.0, segment_prefix="unused", parent_pid=1,
+    )
+    process = multiprocessing.get_context("fork").Process(target=worker_main, args=(spec,))
+    process.start()
+    process.join(timeout=30)
+
+    assert process.exitcode == 70
