@@ -5,8 +5,8 @@ catches it, requests a stop from the run loop (no new jobs go out, jobs in fligh
 ``stop_timeout`` seconds to finish, then the workers stop and a last
 checkpoint is written) and raises it again. A second Ctrl-C stops the jobs
 in flight at once, and the last checkpoint is still written; a third stops
-waiting for it. SIGTERM only sets a flag and asks the loop to
-stop, because an exception raised from a signal handler can surface at any
+waiting for it. SIGTERM only sets a flag and requests a stop from the
+loop, because an exception raised from a signal handler can surface at any
 line of the caller's thread; once the loop has ended, the wait raises
 ``SystemExit(143)``, the status a process killed by SIGTERM reports to a shell.
 

@@ -154,8 +154,7 @@ class WorkerPool:
         slot.ring.clear_jobs()
         slot.ring.release()
 
-        new = self._start(slot.index, start)
-        return new
+        return self._start(slot.index, start)
 
     def read(self, slot: Slot, descriptor: tuple[Any, ...]) -> ResultBatch:
         """Decode the batch that a descriptor points to and free its bytes.

@@ -229,7 +229,7 @@ def broken_str_on_2(x: int) -> int:
 
 
 def nested_lists(depth: int) -> dict[str, Any]:
-    """Return a dict that holds lists nested ``depth`` deep."""
+    """Return a dict whose value is a list nested ``depth`` deep."""
     value: list[Any] = []
     for _ in range(depth):
         value = [value]

@@ -16,8 +16,8 @@ def main() -> None:
     global stream
     aggregator = sa.Aggregator(workers=2, progress=False)
     stream = aggregator.stream(jobs.sleepy_square, range(100_000), buffer_size=10)
-    for taken, _result in enumerate(stream):
-        if taken == 20:
+    for count, _result in enumerate(stream, start=1):
+        if count == 21:
             break
     print("leaving", flush=True)
 

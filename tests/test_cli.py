@@ -700,7 +700,8 @@ def test_path_used_twice_exit_two(tmp_path: Path, options: list[str], named: str
     inputs = write_jsonl(tmp_path / "in.jsonl", [1, 2])
     before = inputs.read_bytes()
     out = tmp_path / "out.jsonl"
-    options = [str(inputs) if o == "IN" else str(out) if o == "OUT" else o for o in options]
+    names = {"IN": str(inputs), "OUT": str(out)}
+    options = [names.get(option, option) for option in options]
 
     result = run_cli("run", SQUARE, inputs, *options)
 

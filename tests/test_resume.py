@@ -167,8 +167,8 @@ def test_stop_lets_jobs_in_flight_finish(tmp_path: Path, signum: int) -> None:
 
 
 def test_second_interrupt_stops_jobs_and_checkpoints(tmp_path: Path) -> None:
-    # Jobs 20 and up hang. The first Ctrl-C would wait two minutes for
-    # them; the second stops them at once, and the last checkpoint still
+    # Jobs 20 and up hang, and the first Ctrl-C would wait two minutes for
+    # them. The second stops them at once, and the last checkpoint still
     # records jobs 0 to 19, so the rerun does only the rest.
     process = _start_marking("tests.stuck_run", tmp_path, jobs_started=22)
     workers = psutil.Process(process.pid).children()

@@ -274,7 +274,7 @@ def test_sigterm_stops_stream_then_resumes(tmp_path: Path) -> None:
 
 def test_open_stream_at_exit_does_not_hang() -> None:
     # The stream stays referenced by a module-level name when the script
-    # ends; its workers ignore the SIGTERM that multiprocessing's exit
+    # ends. Its workers ignore the SIGTERM that multiprocessing's exit
     # handler sends, so only closing the stream at exit lets the process end.
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.stream_exit_run"],

@@ -331,7 +331,7 @@ if __name__ == "__main__":
 
 def test_values_near_recursion_limit_fail_alone() -> None:
     # In a fresh interpreter, some of these depths pickle alone but not a
-    # few levels down inside their batch, which used to kill the worker
+    # few levels down inside their batch. That used to kill the worker
     # (WorkerDied); now each value arrives or fails as unpicklable.
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
@@ -345,7 +345,7 @@ def test_values_near_recursion_limit_fail_alone() -> None:
 
 
 def test_worker_whose_parent_is_gone_exits() -> None:
-    # A worker started just before its parent died sees another parent
+    # A worker started just before its parent died gets another parent
     # (init or a subreaper) and must exit, or it waits forever for jobs.
     spec = WorkerSpec(
         fn=abs, slot=0, ring_name="unused", capacity=0, start=0, tasks=None, results=None,  # type: ignore[arg-type]

@@ -81,5 +81,5 @@ def stress_payload(x: int) -> Any:
 
 
 def big_row(x: int) -> dict[str, Any]:
-    """Return a row that holds 4 MiB of bytes, all equal to ``x % 256``."""
+    """Return a row with 4 MiB of bytes, all equal to ``x % 256``."""
     return {"x": x, "data": bytes([x % 256]) * (4 * 1024 * 1024)}

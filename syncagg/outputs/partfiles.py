@@ -90,7 +90,7 @@ class PartFileOutput(Output):
 
     @property
     def _file(self) -> Path:
-        """The file that the writer fills: the final path when ``live``."""
+        """Return the file that the writer fills: the final path when ``live``."""
         return self.sealed_path
 
     def hidden_paths(self) -> list[Path]:

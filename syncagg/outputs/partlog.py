@@ -1,9 +1,9 @@
 """Numbered Arrow IPC part files that keep a columnar output's rows for a resume.
 
 In a run with a checkpoint, the Parquet and Arrow IPC outputs write every
-row twice: once into the final file, which has no footer until the run
-ends, and once into the part files of this log, in a hidden folder beside
-the final path. A commit closes and fsyncs the open part, so the committed
+row twice. One copy goes into the final file, which has no footer until the
+run ends, and one into the part files of this log, in a hidden folder
+beside the final path. A commit closes and fsyncs the open part, so the committed
 parts are the durable state that a checkpoint refers to, by their count.
 The parts are plain Arrow IPC files, so writing them costs no encoding,
 unlike a Parquet part.
