@@ -22,7 +22,7 @@ CASES = [
     ("checkpoint-committed", 2),
     ("jsonl-write", 5),
     ("parquet-row-group", 1),
-    ("ipc-batch", 7),
+    ("ipc-batch", 2),
     ("before-publish", 1),
     ("before-publish", 3),
     ("after-rename", 1),
