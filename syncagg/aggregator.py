@@ -437,6 +437,8 @@ class Aggregator:
                 listeners=Listeners(self.on_result, self.on_error, extras.stream),
             )
             collector.encoded_in_workers = self.encode_in_workers
+            if collector.drops_values:
+                source.lend_views()
             for writer in writers if dead_letters else ():
                 writer.send_rejects_to(dead_letters[0])
             loop = RunLoop(

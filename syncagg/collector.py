@@ -128,6 +128,21 @@ class Collector:
         }
 
     @property
+    def drops_values(self) -> bool:
+        """Whether nothing but the strategy sees a value, and the strategy lets go of it.
+
+        Values may then be views of shared memory that the worker reuses
+        once they are gone. Writers, hooks, streams and pipeline stages may
+        hold values for a while, so any of them rules this out.
+        """
+        return (
+            self._plain
+            and not self.writers
+            and not self.encoded_in_workers
+            and self.strategy.borrows_values
+        )
+
+    @property
     def every_writer(self) -> list[OutputWriter]:
         """The output writers and the dead-letter writer, which checkpoints commit together."""
         if self.dead_letter_writer is None:

@@ -17,6 +17,7 @@ import pickle
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -79,6 +80,9 @@ class WorkerPool:
         self._batch_bytes = batch_bytes
         self._batch_latency = batch_latency
         self.prefix = new_run_prefix()
+        # Set by the caller when the collector drops each value once it has
+        # handled it: large buffers are then lent as views of the ring.
+        self.lend = False
 
         size = workers * (HEADER_SIZE + self._region_bytes)
         check_shm_space(size)
@@ -95,7 +99,7 @@ class WorkerPool:
             self.close()
             raise
 
-    def _start(self, index: int, start: int) -> Slot:
+    def _start(self, index: int, start: int, ring: RingReader | None = None) -> Slot:
         task_reader, task_writer = self._context.Pipe(duplex=False)
         result_reader, result_writer = self._context.Pipe(duplex=False)
         spec = WorkerSpec(
@@ -127,7 +131,8 @@ class WorkerPool:
             # end-of-file when the child dies.
             task_reader.close()
             result_writer.close()
-            ring = RingReader(segment_buffer(self._segment), index, self._region_bytes)
+            if ring is None:
+                ring = RingReader(segment_buffer(self._segment), index, self._region_bytes)
             slot = Slot(index, process, task_writer, result_reader, ring)
             if index < len(self.slots):
                 self.slots[index] = slot
@@ -150,11 +155,10 @@ class WorkerPool:
         slot.process.close()
         slot.tasks.close()
         slot.results.close()
-        start = slot.ring.head
+        # The replacement writes after the last message read: bytes before
+        # it may still be lent out, and the reader keeps track of them.
         slot.ring.clear_jobs()
-        slot.ring.release()
-
-        return self._start(slot.index, start)
+        return self._start(slot.index, slot.ring.read_end, slot.ring)
 
     def read(self, slot: Slot, descriptor: tuple[Any, ...]) -> ResultBatch:
         """Decode the batch that a descriptor points to and free its bytes.
@@ -163,6 +167,8 @@ class WorkerPool:
         bytes are freed all the same, so the worker goes on.
         """
         kind = descriptor[0]
+        if kind == "ring" and self.lend:
+            return self._read_lent(slot, descriptor)
         if kind == "ring":
             _, start, end, count = descriptor
             try:
@@ -183,6 +189,27 @@ class WorkerPool:
             # to. The wake-up also ends the wait of a worker whose next
             # segment waits until this one is gone.
             self._release(slot, release, wake=True)
+
+    def _read_lent(self, slot: Slot, descriptor: tuple[Any, ...]) -> ResultBatch:
+        """Decode a batch whose large buffers stay in the ring as lent views."""
+        _, start, end, count = descriptor
+        loan = slot.ring.lend(end)
+        try:
+            # Not released here: the lent views are slices of it.
+            return _decode(slot.ring.view(start, end), slot, count, loan.lend)
+        finally:
+            loan.close()
+
+    def settle(self, slot: Slot) -> None:
+        """Report to the worker whether lent views outlived the batch, and wake it if it waits.
+
+        The collector calls this after it handled a batch of the slot, once
+        the batch is gone. A view still alive then may be kept for good, so
+        the worker stops waiting for the bytes it keeps.
+        """
+        slot.ring.hold()
+        if slot.ring.worker_waits():
+            _wake(slot)
 
     def _release(self, slot: Slot, end: int, wake: bool = False) -> None:
         if end:
@@ -225,7 +252,7 @@ class WorkerPool:
         for slot in self.slots:
             self._stop(slot)
 
-        self._segment.close()
+        _close_segment(self._segment)
         unlink_segment(self._segment.name)
         leftovers = remove_segments(self.prefix)
         if leftovers:
@@ -287,12 +314,30 @@ class UndecodableBatch(Exception):
         self.count = count
 
 
-def _decode(view: memoryview, slot: Slot, count: int) -> ResultBatch:
-    # The ring reader is passed only when the message needs it, so that a
+def _close_segment(segment: shared_memory.SharedMemory) -> None:
+    """Close the ring segment, leaving the mapping to the lent views that still use it."""
+    try:
+        segment.close()
+    except BufferError:
+        # A lent view outlived the run, for example in the strategy's value.
+        # The mapping lives on until the last such view is gone; dropping the
+        # segment's own references keeps its close at collection quiet.
+        logger.debug("ring segment still mapped by views of results; unmapped when they are gone")
+        segment._buf = None  # type: ignore[attr-defined]
+        segment._mmap = None  # type: ignore[attr-defined]
+        segment.close()
+
+
+def _decode(
+    view: memoryview, slot: Slot, count: int, lend: Callable[[memoryview], Any] | None = None
+) -> ResultBatch:
+    # The ring reader and lend are passed only when needed, so that a
     # wrapper of decode_message that takes the view alone keeps working.
     try:
-        if refers_to_ring(view):
-            batch: ResultBatch = decode_message(view, slot.ring.view)
+        if lend is not None:
+            batch: ResultBatch = decode_message(view, slot.ring.view, lend)
+        elif refers_to_ring(view):
+            batch = decode_message(view, slot.ring.view)
         else:
             batch = decode_message(view)
         return batch

@@ -69,6 +69,10 @@ class ProcessSource(Source):
         if self.timeout is not None:
             self._check_timeouts(dispatcher, sink)
 
+    def lend_views(self) -> None:
+        """Lend large buffers as views of the ring; see ``WorkerPool.settle``."""
+        self.pool.lend = True
+
     def terminate(self) -> None:
         self.pool.terminate()
 
@@ -88,6 +92,8 @@ class ProcessSource(Source):
                     sink.add_batch(slot.index, self.pool.read(slot, message))
                 except UndecodableBatch as exc:
                     sink.add_failures(_undecodable(slot, exc, dispatcher))
+                if self.pool.lend:
+                    self.pool.settle(slot)
                 # A worker that waited for ring space was not running a job
                 # meanwhile, so its clock starts again.
                 self._running.pop(slot.index, None)

@@ -12,6 +12,9 @@ nothing held. Byte layout of region ``i``, which starts at
                          writes a batch; written by the worker only
     +80    u64 wanted    1 + the head the worker waits for while the region
                          is full, else 0; written by the worker only
+    +88    u64 held      1 while a view that the parent lent out keeps the
+                         head back after the collector has handled its
+                         message, else 0; written by the parent only
     +128   data          ``capacity`` bytes of messages
 
 Positions are absolute byte counts that only grow, so ``tail - head`` is
@@ -39,23 +42,35 @@ and checks the head again, so a missed wake-up costs latency only.
 The tail lives in the worker's memory only. The parent learns where a
 message lies from the descriptor that the worker sends after writing it, so
 a message that a dying worker half wrote is never read.
+
+The parent may lend out views of a message's buffers instead of copying
+them (see ``Loan``). Space is still freed in order, so the head stops at the
+first message with a view alive, and messages after it are freed when it
+is. A view that the caller keeps for good would then stop its worker. So
+the parent raises ``held`` when a view outlives the collector's handling of
+its message, and a worker that finds the region full while ``held`` is
+raised sends its message in a segment of its own instead of waiting.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["HEADER_SIZE", "RingReader", "RingWriter", "region_offset"]
+__all__ = ["HEADER_SIZE", "Loan", "RingReader", "RingWriter", "region_offset"]
 
 HEADER_SIZE = 128
 _HEAD = 0
 _STARTED = 64
 _BUSY = 72
 _WANTED = 80
+_HELD = 88
 _U64 = struct.Struct("<Q")
 _JOBS = struct.Struct("<QQ")
 
@@ -97,6 +112,7 @@ class RingWriter:
         # publication, one aligned 8-byte store.
         self.jobs = self._header[_STARTED:_WANTED].cast("Q")
         self._wanted = self._header[_WANTED : _WANTED + 8].cast("Q")
+        self._held = self._header[_HELD : _HELD + 8].cast("Q")
         # Every byte before ``sent`` belongs to a message the parent was told
         # about, so the parent frees it in time. Bytes from ``sent`` to the
         # tail are arrays allocated for a batch not sent yet.
@@ -120,12 +136,14 @@ class RingWriter:
         """Mark the start of a run of jobs, each published by ``jobs[0] = job_id + 1``."""
         self.jobs[1] = 1
 
-    def reserve(self, size: int, alive: Callable[[], bool]) -> tuple[int, memoryview]:
+    def reserve(self, size: int, alive: Callable[[], bool]) -> tuple[int, memoryview] | None:
         """Wait for ``size`` contiguous bytes; return their position and a view.
 
-        Blocks while the ring is full (backpressure). ``alive`` is polled
-        while waiting; when it returns False the wait ends with
-        ``ConnectionError`` so a worker whose parent died does not wait forever.
+        Blocks while the ring is full (backpressure). Returns ``None`` when
+        the space is kept by a view the parent lent out (``held``), which
+        may never be freed. ``alive`` is polled while waiting; when it
+        returns False the wait ends with ``ConnectionError`` so a worker
+        whose parent died does not wait forever.
         """
         if size > self.capacity:
             raise ValueError(f"message of {size} bytes exceeds the ring region of {self.capacity}")
@@ -136,7 +154,8 @@ class RingWriter:
             start += self.capacity - offset
             offset = 0
 
-        self._wait_for_space(start + size, alive)
+        if not self._wait_for_space(start + size, alive):
+            return None
         return start, self._data[offset : offset + size]
 
     def commit(self, end: int) -> None:
@@ -166,17 +185,22 @@ class RingWriter:
         """Reserve ``size`` bytes on a 64-byte boundary for an array, before the next message.
 
         Returns the absolute position and a writable view, or ``None`` when
-        the bytes would not fit beside the arrays not sent yet. The bytes
-        skipped to reach the boundary are freed with the next message, like
-        those skipped at the end of the area.
+        the bytes would not fit beside the arrays not sent yet or are kept
+        by a view the parent lent out. The bytes skipped to reach the
+        boundary are freed with the next message, like those skipped at the
+        end of the area.
         """
         # Bytes skipped for alignment are unsent bytes too, so _fits judges
         # the aligned tail.
         tail = -(-self.tail // _ALIGN) * _ALIGN
         if not self._fits(tail, size):
             return None
-        self.tail = tail
-        start, view = self.reserve(size, alive)
+        unaligned, self.tail = self.tail, tail
+        reserved = self.reserve(size, alive)
+        if reserved is None:
+            self.tail = unaligned
+            return None
+        start, view = reserved
         self.commit(start + size)
         return start, view
 
@@ -189,18 +213,20 @@ class RingWriter:
         head = self._head()
         return end - head <= self.capacity or head >= self.tail
 
-    def _wait_for_space(self, end: int, alive: Callable[[], bool]) -> None:
+    def _wait_for_space(self, end: int, alive: Callable[[], bool]) -> bool:
+        """Wait until the bytes before ``end`` are free; ``False`` if a lent view keeps them."""
         if self._has_space(end):
-            return
+            return True
 
         # The head at which the message fits: ``end - capacity`` frees enough
         # bytes, and ``tail`` drains the region (see _has_space). The parent
         # wakes the worker once it has released up to there.
         self._wanted[0] = min(end - self.capacity, self.tail) + 1
         try:
-            self.wait_until(lambda: self._has_space(end), alive)
+            self.wait_until(lambda: self._has_space(end) or self._held[0] != 0, alive)
         finally:
             self._wanted[0] = 0
+        return self._has_space(end)
 
     def wait_until(self, ready: Callable[[], bool], alive: Callable[[], bool]) -> None:
         """Wait until ``ready()`` is true; the parent's wake-ups end a wait early.
@@ -232,24 +258,93 @@ class RingWriter:
         """Drop the views into the segment so it can be closed."""
         self.jobs.release()
         self._wanted.release()
+        self._held.release()
         self._header.release()
         self._data.release()
 
 
+class Loan:
+    """The buffers of one message that the parent lent out as views instead of copying.
+
+    ``lend`` wraps a view of shared memory in a ``pyarrow.Buffer``. numpy
+    arrays, Arrow arrays and ``memoryview`` objects built on it keep it
+    alive, so a weak reference to it reports when the last of them is gone.
+    The message's bytes are freed once every lent buffer is gone and the
+    parent has closed the loan, after decoding.
+    """
+
+    __slots__ = ("end", "_alive", "_closed", "_reader", "_refs")
+
+    def __init__(self, end: int, reader: RingReader | None) -> None:
+        self.end = end
+        self._reader = reader
+        # Weak references to the lent buffers, kept so their callbacks run.
+        self._refs: list[weakref.ref[Any]] = []
+        self._alive = 0
+        self._closed = reader is None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the loan is closed and no lent buffer is alive."""
+        return self._closed and self._alive == 0
+
+    def lend(self, view: memoryview) -> Any:
+        """Return a buffer over ``view`` whose death the loan notices."""
+        import pyarrow as pa
+
+        buffer = pa.py_buffer(view)
+        self._refs.append(weakref.ref(buffer, self._returned))
+        self._alive += 1
+        return buffer
+
+    def close(self) -> None:
+        """Stop lending: the bytes are freed once the buffers lent so far are gone."""
+        assert self._reader is not None
+        with self._reader.lock:
+            self._closed = True
+            self._reader.free_settled()
+
+    def _returned(self, _: weakref.ref[Any]) -> None:
+        # Runs in whichever thread dropped the last reference to the buffer.
+        assert self._reader is not None
+        with self._reader.lock:
+            self._alive -= 1
+            self._reader.free_settled()
+
+
 class RingReader:
-    """The parent's end of one region: reads messages and releases space."""
+    """The parent's end of one region: reads messages and releases space.
+
+    Space is freed in message order. Without loans, releasing a message
+    stores its end as the head at once. With loans, messages wait in
+    ``_pending`` until every one before them is settled. A lock guards that
+    list, because a lent buffer may die in any thread.
+    """
 
     def __init__(self, buffer: memoryview, index: int, capacity: int) -> None:
         base = region_offset(index, capacity)
         self._header = buffer[base : base + HEADER_SIZE]
         self._data = buffer[base + HEADER_SIZE : base + HEADER_SIZE + capacity]
         self.capacity = capacity
+        # The end of the last message read; a replacement worker writes from
+        # here, because the bytes before it may still be lent out.
+        self.read_end = self.head
+        self._pending: collections.deque[Loan] = collections.deque()
+        # Reentrant: the collection of a cycle that contains a lent buffer
+        # may run a callback while this thread holds the lock.
+        self.lock = threading.RLock()
+        self._released = False
 
     @property
     def head(self) -> int:
-        """Bytes released so far; a replacement worker starts writing here."""
+        """Bytes released so far."""
         head: int = _U64.unpack_from(self._header, _HEAD)[0]
         return head
+
+    @property
+    def lent(self) -> bool:
+        """Whether a lent buffer still keeps bytes of this region."""
+        return bool(self._pending)
 
     def running_job(self) -> int | None:
         """Return the id of the job the worker is running, or ``None`` when it is idle."""
@@ -277,16 +372,50 @@ class RingReader:
         return self._data[offset : offset + (end - start)]
 
     def release_to(self, end: int) -> None:
-        """Free every byte before absolute position ``end``.
+        """Free every byte before absolute position ``end``, once the loans before it are settled.
 
         NOTE: this store is ordered after the reads of the message only by
         the processor's memory model; x86 guarantees that order, and on weaker
         models the interpreter's work between the copy and this store is
         what keeps it in practice.
         """
-        _U64.pack_into(self._header, _HEAD, end)
+        with self.lock:
+            self.read_end = max(self.read_end, end)
+            if self._pending:
+                self._pending.append(Loan(end, None))
+            elif not self._released:
+                _U64.pack_into(self._header, _HEAD, end)
+
+    def lend(self, end: int) -> Loan:
+        """Open a loan for the message that ends at ``end``; its bytes stay until it is settled."""
+        loan = Loan(end, self)
+        with self.lock:
+            self.read_end = max(self.read_end, end)
+            self._pending.append(loan)
+        return loan
+
+    def free_settled(self) -> None:
+        """Free the messages at the front whose loans are settled."""
+        with self.lock:
+            head = None
+            while self._pending and self._pending[0].settled:
+                head = self._pending.popleft().end
+            if self._released:
+                return
+            if head is not None:
+                _U64.pack_into(self._header, _HEAD, head)
+            if not self._pending:
+                _U64.pack_into(self._header, _HELD, 0)
+
+    def hold(self) -> None:
+        """Tell the worker, after the collector handled a message, whether a loan keeps the head back."""
+        with self.lock:
+            if not self._released:
+                _U64.pack_into(self._header, _HELD, 1 if self._pending else 0)
 
     def release(self) -> None:
         """Drop the views into the segment so it can be closed."""
+        with self.lock:
+            self._released = True
         self._header.release()
         self._data.release()

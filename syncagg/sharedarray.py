@@ -5,8 +5,8 @@ and out of it by the parent. ``shared_array`` saves the first copy: called
 inside the job function of a worker process, it returns an array whose
 memory lies in the worker's ring region, just before the message of the
 batch that will carry the result. The message refers to the array by its
-position, and the parent copies it out and frees its bytes together with
-the message.
+position, and the parent copies it out (or lends it, see ``ring.Loan``)
+and frees its bytes together with the message.
 """
 
 from __future__ import annotations

@@ -42,6 +42,13 @@ class Source(abc.ABC):
     def poll(self, timeout: float, dispatcher: Dispatcher, sink: Sink) -> None:
         """Wait up to ``timeout`` seconds and report what arrived."""
 
+    def lend_views(self) -> None:
+        """Let large buffers in results be views of shared memory, for a collector that drops each value.
+
+        Sources without shared memory ignore it.
+        """
+        return None
+
     @abc.abstractmethod
     def terminate(self) -> None:
         """Stop running jobs at once; ``close`` still follows."""

@@ -38,10 +38,17 @@ class Strategy(abc.ABC):
     when ``wants_results`` is true. When ``wants_skipped`` is true it also
     calls ``add_skipped`` with the ids of jobs that finished without a value
     for the strategy: failed, filtered out or dead-lettered.
+
+    A strategy that keeps no reference to a value after ``add_values``
+    returns (it may keep a copy or a new object computed from it) sets
+    ``borrows_values``. Large numpy arrays and Arrow buffers in values may
+    then be views of the worker's shared memory instead of copies, which
+    the worker reuses once they are gone.
     """
 
     wants_results = False
     wants_skipped = False
+    borrows_values = False
 
     def add_values(self, values: list[Any]) -> None:
         """Fold the values of one batch of successful jobs into the state."""
@@ -203,6 +210,10 @@ class Reduce(Strategy):
         self.max_buffered = max_buffered
         self.wants_results = self.ordered
         self.wants_skipped = self.ordered
+        # In input order, early values wait in a buffer; in completion order
+        # only an accumulator that is itself a value keeps one, until the
+        # next value replaces it.
+        self.borrows_values = not self.ordered
         self.reset()
 
     def reset(self) -> None:
@@ -343,6 +354,7 @@ class Combine(Strategy):
             )
         self.combiner = combiner
         self.in_workers = bool(in_workers)
+        self.borrows_values = not combiner.keeps_values
         self.reset()
 
     def reset(self) -> None:

@@ -4,8 +4,9 @@ A worker gathers its results into a ``ResultBatch`` and flushes it when the
 batch reaches ``batch_bytes`` (estimated) or has waited ``batch_latency``
 seconds. The batch is pickled with protocol 5 so that numpy arrays, Arrow
 buffers and ``memoryview`` values (through a reducer in this module) stay out
-of band. Each such buffer is copied once into the ring and once out of it
-into its own ``bytearray``, never through a pipe. ``bytes`` and
+of band. Each such buffer is copied once into the ring, never through a
+pipe, and once out of it into its own ``bytearray``, unless the parent lends
+the result views of the ring instead (``ring.Loan``). ``bytes`` and
 ``bytearray`` values travel inside the pickle stream, because pickle has no
 out-of-band form for them. An array that the job function allocated in the
 ring with ``syncagg.shared_array`` is not copied into the message: the
@@ -41,7 +42,7 @@ from collections.abc import Callable, Iterable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ResultBatch", "decode_message", "encode_message", "estimate_size", "refers_to_ring"]
+__all__ = ["LEND_MIN_BYTES", "ResultBatch", "decode_message", "encode_message", "estimate_size", "refers_to_ring"]
 
 _HEAD = struct.Struct("<IIQ")
 _BUFFER = struct.Struct("<QQ")
@@ -233,14 +234,26 @@ def refers_to_ring(source: memoryview) -> bool:
     return any(_BUFFER.unpack_from(source, _HEAD.size + i * _BUFFER.size)[1] for i in range(count))
 
 
-def decode_message(source: memoryview, ring: Callable[[int, int], memoryview] | None = None) -> Any:
+# Buffers from this size up may be lent out as views instead of copied. Below
+# it a copy costs less than the loan's bookkeeping.
+LEND_MIN_BYTES = 64 * 1024
+
+
+def decode_message(
+    source: memoryview,
+    ring: Callable[[int, int], memoryview] | None = None,
+    lend: Callable[[memoryview], Any] | None = None,
+) -> Any:
     """Unpickle a message from shared memory.
 
     The pickle stream is read in place; each out-of-band buffer is copied
     once into its own ``bytearray``, so the object owns no shared memory and
-    the region can be released as soon as this returns. ``ring(start, end)``
-    returns a view of the ring region, for buffers that the message refers to
-    by position; it is required when the message has such buffers.
+    the region can be released as soon as this returns. With ``lend``,
+    buffers of ``LEND_MIN_BYTES`` or more are not copied: ``lend(view)``
+    returns the object that the unpickled value is built on instead.
+    ``ring(start, end)`` returns a view of the ring region, for buffers that
+    the message refers to by position; it is required when the message has
+    such buffers.
     """
     count, _, payload_length = _HEAD.unpack_from(source, 0)
     table = [_BUFFER.unpack_from(source, _HEAD.size + i * _BUFFER.size) for i in range(count)]
@@ -252,12 +265,19 @@ def decode_message(source: memoryview, ring: Callable[[int, int], memoryview] | 
         if position:
             if ring is None:
                 raise ValueError("the message refers to ring memory, but no ring was given to read it")
-            with ring(position - 1, position - 1 + length) as view:
-                buffers.append(bytearray(view))
+            buffers.append(_take(ring(position - 1, position - 1 + length), lend))
             continue
         end = _aligned(end)
-        buffers.append(bytearray(source[end : end + length]))
+        buffers.append(_take(source[end : end + length], lend))
         end += length
 
     with source[payload_at : payload_at + payload_length] as payload:
         return pickle.loads(payload, buffers=buffers)
+
+
+def _take(view: memoryview, lend: Callable[[memoryview], Any] | None) -> Any:
+    """Copy a buffer out of shared memory, or lend it when it is large enough."""
+    if lend is not None and view.nbytes >= LEND_MIN_BYTES:
+        return lend(view)
+    with view:
+        return bytearray(view)

@@ -358,10 +358,13 @@ class BatchSender:
         message = _encode_batch(batch, self._locate if self._arrays else None)
         self._arrays.clear()
         try:
-            if not ring.fits(message.size):
+            reserved = ring.reserve(message.size, self._alive) if ring.fits(message.size) else None
+            if reserved is None:
+                # Too large for the region, or its space is kept by views the
+                # parent lent out, which may never be freed.
                 self._send_in_segment(message, len(batch))
                 return
-            start, target = ring.reserve(message.size, self._alive)
+            start, target = reserved
             with target:
                 message.write_into(target)
             end = start + message.size
@@ -372,8 +375,8 @@ class BatchSender:
             message.release()
 
     def _send_in_segment(self, message: Any, count: int) -> None:
-        # Larger than the whole region, or than what the arrays it refers to
-        # leave free: a segment of its own, which the parent unlinks after
+        # Larger than the whole region, than what the arrays it refers to
+        # leave free, or than what lent views leave free: a segment of its own, which the parent unlinks after
         # reading, so it never waits for ring space that cannot exist. The
         # parent frees the arrays' bytes up to ``release`` after reading it.
         # One such segment at a time: the next waits until the parent has read

@@ -105,9 +105,9 @@ def _count_ring_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     decode = syncagg.pool.decode_message
 
-    def counting(view: memoryview) -> Any:
+    def counting(view: memoryview, *args: Any) -> Any:
         sizes.append(view.nbytes)
-        return decode(view)
+        return decode(view, *args)
 
     monkeypatch.setattr(syncagg.pool, "decode_message", counting)
     return sizes

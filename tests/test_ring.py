@@ -214,8 +214,8 @@ def test_running_job_published_and_cleared(segment: shared_memory.SharedMemory) 
     reader.release()
 
 
-def test_writer_resumes_at_reader_head(segment: shared_memory.SharedMemory) -> None:
-    # A replacement worker starts at the head, over bytes a dead writer left.
+def test_writer_resumes_after_last_read(segment: shared_memory.SharedMemory) -> None:
+    # A replacement worker starts after the last message read, over bytes a dead writer left.
     writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
     reader = RingReader(segment.buf, 0, CAPACITY)
     start, end = _write(writer, b"a" * 300)
@@ -223,7 +223,7 @@ def test_writer_resumes_at_reader_head(segment: shared_memory.SharedMemory) -> N
     _write(writer, b"half written" * 10)
     writer.release()
 
-    replacement = RingWriter(segment.buf, 0, CAPACITY, start=reader.head)
+    replacement = RingWriter(segment.buf, 0, CAPACITY, start=reader.read_end)
     start, end = _write(replacement, b"b" * 500)
     assert (start, end) == (300, 800)
     assert _read(reader, start, end) == b"b" * 500
@@ -496,3 +496,98 @@ def test_batch_columns_round_trip() -> None:
     assert decoded.started == [1.0, 2.0, 3.0]
     assert decoded.finished == [1.5, 2.5, 3.5]
     assert decoded.errors == {1: ("ValueError", "bad input", "Traceback ...")}
+
+
+def _lend_message(reader: RingReader, start: int, end: int) -> tuple[Any, Any]:
+    """Lend a message's bytes as one buffer; return the loan and the buffer."""
+    loan = reader.lend(end)
+    buffer = loan.lend(reader.view(start, end))
+    loan.close()
+    return loan, buffer
+
+
+def test_lent_bytes_are_freed_in_order(segment: shared_memory.SharedMemory) -> None:
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    first = _write(writer, b"1" * 200)
+    second = _write(writer, b"2" * 300)
+    third = _write(writer, b"3" * 100)
+
+    _, first_buffer = _lend_message(reader, *first)
+    _, second_buffer = _lend_message(reader, *second)
+    # Copied, not lent: freed as soon as the messages before it are.
+    reader.release_to(third[1])
+    assert reader.head == 0
+    assert reader.read_end == 600
+    assert bytes(np.frombuffer(second_buffer, np.uint8)[:3]) == b"222"
+
+    del second_buffer
+    assert reader.head == 0
+    del first_buffer
+    assert reader.head == 600
+    assert not reader.lent
+
+    writer.release()
+    reader.release()
+
+
+def test_lent_array_keeps_bytes_until_its_last_view_dies(segment: shared_memory.SharedMemory) -> None:
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    start, end = _write(writer, np.arange(50, dtype=np.float64).tobytes())
+
+    _, buffer = _lend_message(reader, start, end)
+    array = np.frombuffer(buffer, np.float64)
+    del buffer
+    tail = array[40:]
+    del array
+    assert reader.head == 0
+    assert float(tail[0]) == 40.0
+
+    del tail
+    assert reader.head == end
+
+    writer.release()
+    reader.release()
+
+
+def test_view_dropped_in_another_thread_frees_bytes(segment: shared_memory.SharedMemory) -> None:
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    start, end = _write(writer, b"t" * 400)
+    _, buffer = _lend_message(reader, start, end)
+    holder = [buffer]
+    del buffer
+
+    thread = threading.Thread(target=holder.clear)
+    thread.start()
+    thread.join()
+
+    assert reader.head == end
+    writer.release()
+    reader.release()
+
+
+def test_full_region_kept_by_a_view_is_refused(segment: shared_memory.SharedMemory) -> None:
+    # Once the parent reports that a lent view outlived its batch, a writer
+    # that finds the region full gets None instead of waiting.
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    start, end = _write(writer, b"k" * 700)
+    _, buffer = _lend_message(reader, start, end)
+
+    reader.hold()
+    assert writer.reserve(200, _alive) is not None
+    writer.commit(end + 200)
+    assert writer.reserve(500, _alive) is None
+    assert writer.allocate(500, _alive) is None
+
+    del buffer
+    assert reader.head == end
+    reserved = writer.reserve(500, _alive)
+    assert reserved is not None
+    assert reserved[0] == CAPACITY
+    reserved[1].release()
+
+    writer.release()
+    reader.release()

@@ -83,3 +83,39 @@ def stress_payload(x: int) -> Any:
 def big_row(x: int) -> dict[str, Any]:
     """Return a row with 4 MiB of bytes, all equal to ``x % 256``."""
     return {"x": x, "data": bytes([x % 256]) * (4 * 1024 * 1024)}
+
+
+# Elements of a lent ramp: 128 KiB of float64, above the size from which the
+# parent lends buffers instead of copying them.
+LENT_LENGTH = 16_384
+
+
+def lent_ramp(x: int) -> np.ndarray:
+    """Return ``LENT_LENGTH`` float64 values ``x, x + 1, ...``."""
+    return np.arange(x, x + LENT_LENGTH, dtype=np.float64)
+
+
+def lent_ramp_shared(x: int) -> np.ndarray:
+    """Return ``lent_ramp(x)`` written into the worker's ring region."""
+    out = sa.shared_array(LENT_LENGTH, np.float64)
+    out[:] = np.arange(x, x + LENT_LENGTH, dtype=np.float64)
+    return out
+
+
+def lent_ramp_kill_once(item: tuple[str, int]) -> np.ndarray:
+    """Return ``lent_ramp(x)``; SIGKILL the worker the first time it meets input 30.
+
+    ``item`` is ``(marker path, x)``; the marker records the kill, so the
+    retry succeeds.
+    """
+    marker, x = item
+    if x == 30 and not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+    return lent_ramp(x)
+
+
+def lent_row(x: int) -> dict[str, Any]:
+    """Return a row holding ``lent_ramp(x)`` as a list-free array field."""
+    return {"x": x, "a": lent_ramp(x)}

@@ -73,6 +73,10 @@ class Combiner(abc.ABC):
         defines ``__init__`` calls ``super().__init__(field)``, which sets
         ``self.pick``.
 
+    A combiner whose accumulator holds values themselves, not numbers or
+    copies computed from them, sets the class attribute ``keeps_values``,
+    so that ``Combine`` hands it values that own their memory.
+
     Examples
     --------
     A combiner that joins strings in sorted order, so the order of arrival
@@ -91,6 +95,8 @@ class Combiner(abc.ABC):
     >>> SortedJoin().fold(["b", "c", "a"])
     'abc'
     """
+
+    keeps_values = False
 
     def __init__(self, field: FieldSpec = None) -> None:
         self.field = field

@@ -49,6 +49,7 @@ class GroupBy(Combiner):
         self.key = key
         self.combiner = combiner
         self._key = make_picker(key, "GroupBy(key)")
+        self.keeps_values = combiner.keeps_values
 
     def create(self) -> dict[Any, Any]:
         return {}

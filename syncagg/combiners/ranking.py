@@ -74,6 +74,8 @@ class TopK(Combiner):
     [1, 3]
     """
 
+    keeps_values = True
+
     def __init__(self, k: int, key: FieldSpec = None, largest: bool = True) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"TopK(k) must be a positive int, got {k!r}")
@@ -127,6 +129,8 @@ class CountDistinct(Combiner):
     >>> CountDistinct("package").fold([{"package": "x"}, {"package": "x"}])
     1
     """
+
+    keeps_values = True
 
     def create(self) -> set[Any]:
         return set()
