@@ -251,6 +251,11 @@ def _fold_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sende
 
 
 
+# Below this many values to a full batch, every job's value is sized: sizing
+# large values costs little beside making them.
+_CHECK_EACH_BELOW = 16
+
+
 class BatchSender:
     """Gathers results and flushes them by size and by age."""
 
@@ -271,7 +276,9 @@ class BatchSender:
         self._new_batch()
 
     def _new_batch(self) -> None:
-        self.batch = ResultBatch(os.getpid())
+        # Time columns are arrays from the start: they pickle as one copy
+        # each, and appending a float to one costs no more than to a list.
+        self.batch = ResultBatch(os.getpid(), started=array("d"), finished=array("d"))
         self.size = 0  # estimated encoded bytes of the values sized so far
         self.checked = 0  # values sized so far
         # Sizing a value costs as much as the rest of the hot loop, so only
@@ -301,7 +308,9 @@ class BatchSender:
         batch is full, but no more than the batch's age, because the first
         jobs' times predict the rate poorly. The wait is at least an eighth
         of the age, so a batch may pass ``batch_bytes`` by about that share.
-        No check comes later than the batch's deadline.
+        No check comes later than the batch's deadline, and when fewer than
+        ``_CHECK_EACH_BELOW`` values of the last one's size fill the batch,
+        every job is checked.
         """
         values = self.batch.values
         added = len(values) - self.checked
@@ -314,8 +323,13 @@ class BatchSender:
             self.flush()
             return self.next_check
 
+        values_to_full = (self.batch_bytes - self.size) / max(estimate, 1)
+        if values_to_full < _CHECK_EACH_BELOW:
+            # A few more values fill the batch, and jobs that turn faster than
+            # the first ones would pass far beyond it before a timed check.
+            return now
         age = now - (self.deadline - self.latency)
-        seconds_to_full = (self.batch_bytes - self.size) / max(estimate, 1) * age / self.checked
+        seconds_to_full = values_to_full * age / self.checked
         return min(self.deadline, now + min(age, max(seconds_to_full, age / 8)))
 
     def add(
@@ -350,9 +364,6 @@ class BatchSender:
         if self.folder is not None:
             batch.partials = self.folder.take()
         self._new_batch()
-        # Arrays pickle as one copy each and spare the parent one float per entry.
-        batch.started = array("d", batch.started)
-        batch.finished = array("d", batch.finished)
 
         ring = self._ring
         message = _encode_batch(batch, self._locate if self._arrays else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
@@ -99,5 +100,31 @@ def test_chunks_keep_ids_aligned(segment: shared_memory.SharedMemory, batch_byte
             else:
                 assert i not in batch.errors
                 assert batch.values[i] == {"x": job_id, "double": 2 * job_id}
+    writer.release()
+    reader.release()
+
+
+def _slow_first_array(x: int) -> bytes:
+    # The first job is slow and the rest are fast, so timing alone would
+    # predict far fewer values per batch than arrive before the next check.
+    if x == 0:
+        time.sleep(0.02)
+    return bytes(8_000)
+
+
+def test_large_values_do_not_overshoot_batch(segment: shared_memory.SharedMemory) -> None:
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    pipe = ReadingPipe(reader)
+    sender = BatchSender(writer, Spec(pipe, batch_bytes=32_000, batch_latency=60.0), _alive)  # type: ignore[arg-type]
+
+    _run_chunk(_slow_first_array, (range(200), list(range(200))), writer, sender)
+    writer.set_running(None)
+    sender.flush()
+
+    sizes = [len(batch) for batch in pipe.batches]
+    assert sum(sizes) == 200
+    # 8,016 estimated bytes a value: the fourth reaches 32,000.
+    assert max(sizes) == 4
     writer.release()
     reader.release()
