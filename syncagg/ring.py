@@ -82,6 +82,10 @@ _ALIGN = 64
 # doubles up to this bound, in case it missed the parent's wake-up.
 _MAX_SLEEP = 0.005
 
+# A worker waiting for space asks to be woken once 1 / _WAKE_SPARE of the
+# region is free beyond what its message needs.
+_WAKE_SPARE = 4
+
 
 def region_offset(index: int, capacity: int) -> int:
     """Return the byte offset of region ``index`` in the segment."""
@@ -218,10 +222,13 @@ class RingWriter:
         if self._has_space(end):
             return True
 
-        # The head at which the message fits: ``end - capacity`` frees enough
-        # bytes, and ``tail`` drains the region (see _has_space). The parent
-        # wakes the worker once it has released up to there.
-        self._wanted[0] = min(end - self.capacity, self.tail) + 1
+        # The head at which the message fits with a quarter of the region to
+        # spare: ``end - capacity`` frees just enough bytes, and ``tail``
+        # drains the region (see _has_space). The parent wakes the worker
+        # once it has released up to there. The spare quarter makes one
+        # wake-up serve several messages when the parent is the slower side.
+        wanted = end - self.capacity + self.capacity // _WAKE_SPARE
+        self._wanted[0] = min(wanted, self.tail) + 1
         try:
             self.wait_until(lambda: self._has_space(end) or self._held[0] != 0, alive)
         finally:
