@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,20 @@ def _die() -> None:
 
 def _counting(original: Callable[..., Any], after: int, before: bool) -> Callable[..., Any]:
     calls = 0
+    lock = threading.Lock()
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
-        calls += 1
-        if before and calls == after:
+        # Each call keeps its own number: writer threads of two outputs call
+        # the same method at once, and a check of the shared count after the
+        # call could then miss the kill point in both.
+        with lock:
+            calls += 1
+            number = calls
+        if before and number == after:
             _die()
         result = original(*args, **kwargs)
-        if not before and calls == after:
+        if not before and number == after:
             _die()
         return result
 
@@ -64,7 +71,9 @@ def _half_write(original: Callable[..., Any], after: int) -> Callable[..., Any]:
     def write(self: jsonlines.JsonLines, rows: list[dict[str, Any]]) -> None:
         nonlocal calls
         calls += 1
-        if calls == after and len(rows) > 1:
+        # A batch of one row has no half, so the first longer batch from the
+        # AFTER-th on is cut.
+        if calls >= after and len(rows) > 1:
             original(self, rows[: len(rows) // 2])
             self._file.flush()
             _die()
