@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -20,8 +21,9 @@ from syncagg.deadletters import dead_letter_output
 from syncagg.dispatcher import Dispatcher, default_key
 from syncagg.errors import InputError, OutputError
 from syncagg.executors import ExecutorSource, FutureSource, Threads
+from syncagg.exitstop import stopped_at_exit
 from syncagg.hooks import check_hook
-from syncagg.interrupts import Termination, wait_for
+from syncagg.interrupts import Termination, handling_sigterm, wait_for
 from syncagg.memory import MemoryBudget, PeakMemory, format_bytes, parse_memory
 from syncagg.names import qualified_name
 from syncagg.outputs.base import Output, from_path
@@ -291,8 +293,12 @@ class Aggregator:
         if self.threads is None and self.executor is None:
             check_picklable(fn)
             check_worker_parts(self.strategy, self.pipeline)
-        extras = _Extras(worker_stages=self._worker_stages())
-        return self._execute(qualified_name(fn), lambda: self._source(fn), inputs, self.chunksize, extras)
+        stages = self._worker_stages()
+        return handling_sigterm(
+            lambda termination: self._execute(
+                qualified_name(fn), lambda: self._source(fn), inputs, self.chunksize, _Extras(stages, termination=termination)
+            )
+        )
 
     def stream(self, fn: Callable[[Any], Any], inputs: Iterable[Any], buffer_size: int = 1000) -> ResultStream:
         """Run ``fn`` on every input and return an iterator of ``JobResult`` as they arrive.
@@ -349,7 +355,11 @@ class Aggregator:
         """
         slots = self.workers * 2
         # There are no workers, so every pipeline stage runs in the collector.
-        return self._execute("concurrent.futures", lambda: FutureSource(slots), futures, 1, _Extras())
+        return handling_sigterm(
+            lambda termination: self._execute(
+                "concurrent.futures", lambda: FutureSource(slots), futures, 1, _Extras(termination=termination)
+            )
+        )
 
     def _worker_stages(self) -> int:
         return 0 if self.pipeline is None else self.pipeline.worker_stages()
@@ -382,6 +392,21 @@ class Aggregator:
         extras: _Extras,
     ) -> RunSummary:
         began = time.perf_counter()
+        if extras.stop is None:
+            extras = dataclasses.replace(extras, stop=threading.Event())
+        assert extras.stop is not None
+        with stopped_at_exit(extras.stop):
+            return self._execute_open(function, make_source, inputs, chunksize, extras, began)
+
+    def _execute_open(
+        self,
+        function: str,
+        make_source: Callable[[], Source],
+        inputs: Iterable[Any],
+        chunksize: int | None,
+        extras: _Extras,
+        began: float,
+    ) -> RunSummary:
         checkpoint = self._open_checkpoint(function, inputs)
         try:
             state = checkpoint.load() if checkpoint else None
@@ -657,3 +682,4 @@ def _positive_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
+

@@ -7,7 +7,9 @@ resumed run must read the same files in the same order.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -18,6 +20,9 @@ import orjson
 import pyarrow.parquet as pq
 
 from syncagg.cli_errors import UsageError
+from syncagg.cli_stdin import stdin_lines
+from syncagg.dispatcher import PAUSE, Pause
+from syncagg.runner import stop_requested
 
 __all__ = ["INPUT_FORMATS", "InputFiles", "open_inputs"]
 
@@ -76,8 +81,24 @@ def open_inputs(paths: list[str], requested: str | None) -> Iterable[Any]:
     for path, name in files:
         _check_readable(path, name)
     if any(path == _STDIN for path in paths):
-        return _rows(files)
+        return WithStdin(files)
     return InputFiles(files)
+
+
+class WithStdin:
+    """The rows of input files among which is standard input, read lazily in order.
+
+    While standard input is quiet, text and JSON Lines input yield ``PAUSE``,
+    so the rows read so far run without waiting for a full chunk.
+    """
+
+    may_pause = True
+
+    def __init__(self, files: list[tuple[str, str]]) -> None:
+        self.files = files
+
+    def __iter__(self) -> Iterator[Any]:
+        return _rows(self.files)
 
 
 class InputFiles:
@@ -133,29 +154,64 @@ def _rows(files: list[tuple[str, str]]) -> Iterator[Any]:
         yield from _READERS[name](path)
 
 
-def _text_lines(path: str) -> Iterator[str]:
+def _text_lines(path: str) -> Iterator[str | Pause]:
     # Lines end at "\n" only, so the count in _count_text agrees; a "\r"
     # before it is dropped too, for files written on Windows.
+    if path == _STDIN:
+        yield from _decoded(_stdin())
+        return
     with _open_text(path) as file:
         for line in file:
-            if line.endswith("\n"):
-                line = line[:-1]
-            if line.endswith("\r"):
-                line = line[:-1]
+            yield _without_ending(line)
+
+
+def _decoded(lines: Iterator[bytes | Pause]) -> Iterator[str | Pause]:
+    """Decode standard input's lines as UTF-8, dropping a byte order mark before the first."""
+    first = True
+    for number, line in enumerate(lines, start=1):
+        if line is PAUSE:
             yield line
+            continue
+        assert isinstance(line, bytes)
+        if first and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8) :]
+        first = False
+        try:
+            yield _without_ending(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"standard input is not valid UTF-8 near line {number}: {exc}") from None
+
+
+def _without_ending(line: str) -> str:
+    if line.endswith("\n"):
+        line = line[:-1]
+    if line.endswith("\r"):
+        line = line[:-1]
+    return line
 
 
 def _json_lines(path: str) -> Iterator[Any]:
-    with _open_binary(path) as file:
-        for number, line in enumerate(file, start=1):
-            if line.isspace():
-                continue
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{_name(path)} line {number} is not valid JSON: {exc}"
-                ) from None
+    if path == _STDIN:
+        yield from _parsed_json(_stdin(), path)
+        return
+    with open(path, "rb") as file:
+        yield from _parsed_json(file, path)
+
+
+def _parsed_json(lines: Iterable[bytes | Pause], path: str) -> Iterator[Any]:
+    for number, line in enumerate(lines, start=1):
+        if line is PAUSE:
+            yield line
+            continue
+        assert isinstance(line, bytes)
+        if line.isspace():
+            continue
+        try:
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(
+                f"{_name(path)} line {number} is not valid JSON: {exc}"
+            ) from None
 
 
 _CSV_FIELD_LIMIT = 2**31 - 1
@@ -166,6 +222,8 @@ def _csv_rows(path: str) -> Iterator[dict[str, Any]]:
     # valid files; the command line reads what the file holds.
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     with _open_text(path, newline="") as file:
+        # A quoted field may span lines, so standard input's quiet spells
+        # cannot end a chunk here; the reads still end on a stop request.
         reader = csv.DictReader(file)
         try:
             yield from reader
@@ -201,7 +259,7 @@ def _count(path: str, name: str) -> int:
             # The run reports the bad row with its line; the total is an estimate.
             return max(_count_text(path) - 1, 0)
     if name == "jsonl":
-        with _open_binary(path) as file:
+        with open(path, "rb") as file:
             return sum(1 for line in file if not line.isspace())
     return _count_text(path)
 
@@ -219,16 +277,32 @@ def _count_text(path: str) -> int:
 
 def _open_text(path: str, newline: str = "\n") -> Any:
     if path == _STDIN:
-        return open(
-            sys.stdin.fileno(), encoding="utf-8-sig", newline=newline, closefd=False
-        )
+        return io.TextIOWrapper(io.BufferedReader(_StdinFile()), encoding="utf-8-sig", newline=newline)
     return open(path, encoding="utf-8-sig", newline=newline)
 
 
-def _open_binary(path: str) -> Any:
-    if path == _STDIN:
-        return open(sys.stdin.fileno(), "rb", closefd=False)
-    return open(path, "rb")
+def _stdin() -> Iterator[bytes | Pause]:
+    return stdin_lines(sys.stdin.fileno(), stop_requested)
+
+
+class _StdinFile(io.RawIOBase):
+    """Standard input's lines as a raw binary file, skipping ``PAUSE``, for the csv reader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lines = (line for line in _stdin() if isinstance(line, bytes))
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._rest:
+            self._rest = next(self._lines, b"")
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
 
 
 def _name(path: str) -> str:

@@ -36,6 +36,20 @@ _CHUNKS_PER_WORKER = 2
 _OBSERVED_JOBS = 256
 
 
+
+class Pause:
+    """The type of ``PAUSE``."""
+
+    def __repr__(self) -> str:
+        return "PAUSE"
+
+
+# Yielded by an input iterable whose ``may_pause`` attribute is true, when no
+# input is ready for now: the chunk read so far goes out, and the next read
+# tries again. Standard input on the command line uses it, so lines that
+# trickle in run without waiting for a full chunk.
+PAUSE = Pause()
+
 class Started(enum.Enum):
     """What ``Dispatcher.worker_died`` receives when a source cannot tell which jobs started."""
 
@@ -104,6 +118,8 @@ class Dispatcher:
         total: int | None = None,
     ) -> None:
         self._inputs: Iterator[Any]
+        # Inputs that may pause (see PAUSE) are read one at a time.
+        self._pausing = bool(getattr(inputs, "may_pause", False))
         if type(inputs) in (range, list, tuple):
             # Iterating these cannot raise, and islice reads their iterators
             # in C, about ten times faster than through the generator.
@@ -171,9 +187,9 @@ class Dispatcher:
     def _read(self, room: int) -> Chunk | None:
         while True:
             first = self._next_id
-            items = list(itertools.islice(self._inputs, room))
+            items, paused = self._read_items(room)
             self._next_id += len(items)
-            if len(items) < room:
+            if len(items) < room and not paused:
                 self.exhausted = True
             if not items:
                 return None
@@ -183,6 +199,17 @@ class Dispatcher:
             chunk = self._without_done(first, items)
             if chunk is not None or self.exhausted:
                 return chunk
+
+    def _read_items(self, room: int) -> tuple[list[Any], bool]:
+        """Read up to ``room`` inputs; the flag tells whether a ``PAUSE`` ended the reading."""
+        if not self._pausing:
+            return list(itertools.islice(self._inputs, room)), False
+        items: list[Any] = []
+        for item in itertools.islice(self._inputs, room):
+            if item is PAUSE:
+                return items, True
+            items.append(item)
+        return items, False
 
     def _without_done(self, first: int, items: list[Any]) -> Chunk | None:
         """Drop inputs that an earlier run finished; ``None`` if all were."""

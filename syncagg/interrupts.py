@@ -22,14 +22,17 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["Termination", "wait_for"]
+__all__ = ["Termination", "handling_sigterm", "wait_for"]
 
 logger = logging.getLogger("syncagg.aggregator")
 
 _POLL_SECONDS = 0.1
+
+_Result = TypeVar("_Result")
 
 
 class _Stoppable(Protocol):
@@ -90,10 +93,13 @@ class Termination:
             loop.request_stop(drain=True)
 
     def detach(self) -> None:
-        """Stop sending SIGTERM to the loop, which has ended."""
+        """Stop sending SIGTERM to the loop, which has ended.
+
+        A SIGTERM after this only sets ``requested`` until ``uninstall``, so
+        the caller can finish closing the run and then exit with status 143.
+        """
         with self._lock:
             self._loop = None
-            self._ended = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         with self._lock:
@@ -174,3 +180,24 @@ def _stop(loop: _Stoppable, thread: threading.Thread) -> None:
         # A third Ctrl-C stops waiting, so the checkpoint before this stop is the last.
         logger.warning("interrupted a third time; exiting without a last checkpoint")
 
+
+
+def handling_sigterm(call: Callable[[Termination], _Result]) -> _Result:
+    """Run ``call`` with a SIGTERM handler installed from the start to the end of a run.
+
+    ``call`` passes the handler on to ``wait_for``. A SIGTERM while the run
+    starts (counting the inputs, opening the outputs, starting the workers)
+    stops the loop as soon as it exists, and one while the run closes lets
+    it finish closing. Either way ``SystemExit(143)`` follows, as for a
+    SIGTERM while the loop runs.
+    """
+    termination = Termination()
+    termination.install()
+    try:
+        result = call(termination)
+    finally:
+        termination.uninstall()
+    if termination.requested.is_set():
+        logger.warning("stopped by SIGTERM after the run closed")
+        raise SystemExit(128 + signal.SIGTERM)
+    return result

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -267,7 +268,7 @@ class WorkerPool:
                 slot.process.kill()
 
     def _stop(self, slot: Slot) -> None:
-        slot.process.join(_STOP_TIMEOUT)
+        _wait_for_exit(slot.process, _STOP_TIMEOUT)
         if slot.process.is_alive():
             logger.warning(
                 "worker %d (pid %s) did not stop within %.0f s; killing it",
@@ -283,6 +284,20 @@ class WorkerPool:
         slot.tasks.close()
         slot.results.close()
         slot.ring.release()
+
+
+def _wait_for_exit(process: BaseProcess, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for ``process`` to exit.
+
+    Polls the exit status instead of joining, because ``join`` waits on the
+    process's sentinel pipe, which a child that the job forked keeps open
+    after the worker itself has exited.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 @contextlib.contextmanager

@@ -35,11 +35,26 @@ from syncagg.records import JobResult
 from syncagg.source import Source
 from syncagg.transport import ResultBatch
 
-__all__ = ["RunLoop"]
+__all__ = ["RunLoop", "stop_requested"]
 
 logger = logging.getLogger("syncagg.runner")
 
 _WAIT_SECONDS = 0.1
+
+
+# The stop event of the run loop that runs in this thread, if any.
+_current = threading.local()
+
+
+def stop_requested() -> bool:
+    """Return whether the run loop of this thread was asked to stop.
+
+    The loop reads the inputs in its own thread, so an input iterable that
+    waits (on standard input, a socket) can call this between waits and end
+    the wait when it returns True. Outside a run loop it returns False.
+    """
+    stop: threading.Event | None = getattr(_current, "stop", None)
+    return stop is not None and stop.is_set()
 
 
 class RunLoop:
@@ -102,6 +117,7 @@ class RunLoop:
 
     def run(self) -> None:
         """Thread body: collect until done, then checkpoint and finish the outputs."""
+        _current.stop = self._stop
         try:
             self._collect()
             if self._stop.is_set():
@@ -115,11 +131,14 @@ class RunLoop:
             self.error = exc
             self.source.terminate()
         finally:
+            _current.stop = None
             self.ended.set()
 
     def _collect(self) -> None:
         source, dispatcher = self.source, self.dispatcher
-        source.dispatch(dispatcher, self)
+        # A stop requested while the run was starting (SIGTERM) sends no job out.
+        if not self._stop.is_set():
+            source.dispatch(dispatcher, self)
         while not dispatcher.finished:
             if self._stop.is_set() and not self._draining():
                 return

@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import signal
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -187,6 +188,9 @@ class ResultStream(Iterator[JobResult]):
         if self._handoff.error is not None:
             raise self._handoff.error
         self.summary = self._handoff.summary
+        if self._termination.requested.is_set():
+            # SIGTERM arrived after the run loop ended, while the run closed.
+            raise SystemExit(128 + signal.SIGTERM)
         raise StopIteration
 
     def close(self) -> None:

@@ -172,6 +172,18 @@ def fork_then_die(item: tuple[str, int]) -> int:
     return x
 
 
+def fork_and_return(item: tuple[str, int]) -> int:
+    """On input 3, fork a child that sleeps and record its pid; return the input."""
+    folder, x = item
+    if x == 3:
+        child = os.fork()
+        if child == 0:
+            time.sleep(300)
+            os._exit(0)
+        Path(folder, "grandchild").write_text(str(child))
+    return x
+
+
 def signal_masks(_: Any) -> dict[str, int]:
     """Return this process's blocked and ignored signal masks from /proc."""
     fields = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)

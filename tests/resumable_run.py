@@ -17,9 +17,9 @@ import syncagg as sa
 from tests import jobs
 
 
-def main() -> None:
-    out, count = Path(sys.argv[1]), int(sys.argv[2])
-    aggregator = sa.Aggregator(
+def make_aggregator(out: Path) -> sa.Aggregator:
+    """Return the aggregator of this run, writing into ``out``."""
+    return sa.Aggregator(
         strategy=sa.Reduce(jobs.add_square, 0),
         outputs=[
             out / "rows.jsonl",
@@ -34,7 +34,11 @@ def main() -> None:
         checkpoint_seconds=0.1,
         checkpoint_results=40,
     )
-    summary = aggregator.run(jobs.sleepy_square, range(count))
+
+
+def main() -> None:
+    out, count = Path(sys.argv[1]), int(sys.argv[2])
+    summary = make_aggregator(out).run(jobs.sleepy_square, range(count))
     report = {"value": summary.value, "counts": dict(summary.counts)}
     (out / "value.json").write_text(json.dumps(report))
 

@@ -459,3 +459,47 @@ def test_where_all_exactly_once_after_sigkill(tmp_path: Path) -> None:
     check_parquet_rows(tmp_path / "rows.parquet")
     check_with_duckdb(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 128 + signal.SIGINT), (signal.SIGTERM, 128 + signal.SIGTERM)],
+    ids=["sigint", "sigterm"],
+)
+def test_stop_while_stdin_is_quiet(tmp_path: Path, signum: int, code: int) -> None:
+    # Twenty lines arrive, then standard input stays open and quiet. The
+    # collector thread waits for the next line, and the stop must still end
+    # the run with a last checkpoint of the twenty jobs.
+    command = [
+        sys.executable, "-m", "syncagg", "run", "tests.cli_jobs:square", "-", "-w", "2",
+        "-o", str(tmp_path / "rows.jsonl"), "--checkpoint", str(tmp_path / "run.sqlite"),
+        "--checkpoint-seconds", "0.1",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdin is not None
+        process.stdin.write(b"".join(b"%d\n" % x for x in range(20)))
+        process.stdin.flush()
+        wait_for_done(process, tmp_path / "run.sqlite", 20)
+        returned = stop(process, signum)
+        stderr = process.stderr.read().decode() if process.stderr else ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdin is not None:
+            process.stdin.close()
+        if process.stderr is not None:
+            process.stderr.close()
+
+    assert returned == code, stderr
+    assert inspect_json(tmp_path / "run.sqlite")["done"] == 20
+
+    # The resume reads the same twenty lines and twenty more, and runs only the new ones.
+    lines = b"".join(b"%d\n" % x for x in range(40))
+    resumed = subprocess.run(command, cwd=ROOT, input=lines, capture_output=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    rows = [json.loads(line)["x"] for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert sorted(rows) == list(range(40))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -273,6 +274,22 @@ def test_death_noticed_while_fork_lives(tmp_path: Path) -> None:
 
     assert sorted(summary.value) == [0, 1, 2, 4, 5, 6, 7]
     assert [f.job_id for f in summary.failures] == [3]
+
+
+def test_stop_not_delayed_by_forked_child(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A child that a job forked keeps its worker's sentinel pipe open after
+    # the worker exits, so a stop that waited on the pipe took its full
+    # timeout and then reported the worker as stuck.
+    aggregator = sa.Aggregator(strategy=sa.Collect(), workers=2, progress=False, chunksize=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="syncagg"):
+            summary = aggregator.run(jobs.fork_and_return, [(str(tmp_path), x) for x in range(8)])
+    finally:
+        grandchild = int((tmp_path / "grandchild").read_text())
+        os.kill(grandchild, signal.SIGKILL)
+
+    assert sorted(summary.value) == list(range(8))
+    assert [record.message for record in caplog.records if "did not stop" in record.message] == []
 
 
 def test_dead_worker_segments_removed_at_replacement() -> None:
