@@ -300,14 +300,21 @@ class Aggregator:
             )
         )
 
-    def stream(self, fn: Callable[[Any], Any], inputs: Iterable[Any], buffer_size: int = 1000) -> ResultStream:
+    def stream(
+        self,
+        fn: Callable[[Any], Any],
+        inputs: Iterable[Any],
+        buffer_size: int = 1000,
+        buffer_bytes: int = 64 * _MiB,
+    ) -> ResultStream:
         """Run ``fn`` on every input and return an iterator of ``JobResult`` as they arrive.
 
         The run goes on in background threads while the caller iterates.
         Successful and failed results are both yielded, after the pipeline.
         The strategy, outputs, hooks and checkpoints work as in ``run``, and
         after the last result ``stream.summary`` is the ``RunSummary``.
-        At most ``buffer_size`` results wait for the caller; a slow caller
+        At most ``buffer_size`` results, and beyond the first at most
+        ``buffer_bytes`` of them (estimated), wait for the caller; a slow caller
         makes the collector and then the workers wait.
 
         Leaving the loop early (``break``, an exception, ``close()``, or a
@@ -334,6 +341,7 @@ class Aggregator:
                 "values from the workers; use run(), or fold in the collector with in_workers=False"
             )
         buffer_size = _positive_int("buffer_size", buffer_size)
+        buffer_bytes = _positive_int("buffer_bytes", buffer_bytes)
         if self.threads is None and self.executor is None:
             check_picklable(fn)
             check_worker_parts(self.strategy, self.pipeline)
@@ -342,7 +350,7 @@ class Aggregator:
             extras = _Extras(self._worker_stages(), handoff, stop, termination)
             return self._execute(qualified_name(fn), lambda: self._source(fn), inputs, self.chunksize, extras)
 
-        return ResultStream(start, buffer_size)
+        return ResultStream(start, buffer_size, buffer_bytes)
 
     def collect(self, futures: Iterable[Future[Any]]) -> RunSummary:
         """Aggregate futures from an executor the caller owns, as they complete.

@@ -23,6 +23,7 @@ async def aiter_results(
     fn: Callable[[Any], Any],
     inputs: Iterable[Any],
     buffer_size: int = 1000,
+    buffer_bytes: int = 64 * 1024 * 1024,
 ) -> AsyncIterator[JobResult]:
     """Yield the ``JobResult`` objects of ``aggregator.stream(fn, inputs)`` as they arrive.
 
@@ -40,7 +41,7 @@ async def aiter_results(
     >>> asyncio.run(main())
     [1, 2]
     """
-    stream = await asyncio.to_thread(aggregator.stream, fn, inputs, buffer_size)
+    stream = await asyncio.to_thread(aggregator.stream, fn, inputs, buffer_size, buffer_bytes)
     try:
         while True:
             result = await asyncio.to_thread(_next_or_none, stream)

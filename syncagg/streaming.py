@@ -43,6 +43,7 @@ from types import TracebackType
 from syncagg.interrupts import Termination
 from syncagg.records import JobResult
 from syncagg.summary import RunSummary
+from syncagg.transport import estimate_size
 
 __all__ = ["ConsumerGone", "Handoff", "ResultStream"]
 
@@ -58,14 +59,18 @@ class ConsumerGone(Exception):
 class Handoff:
     """A bounded queue of results from the collector thread to one consumer.
 
-    Besides the queue it tracks whether the consumer is still working on a
-    result it took, which is what ``wait_consumed`` waits for. It ends with
-    either the run's summary or its error.
+    The queue holds at most ``capacity`` results and, beyond the first,
+    results of at most ``capacity_bytes`` estimated bytes in all. Besides
+    the queue it tracks whether the consumer is still working on a result
+    it took, which is what ``wait_consumed`` waits for. It ends with either
+    the run's summary or its error.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, capacity_bytes: int = 64 * 1024 * 1024) -> None:
         self._capacity = capacity
-        self._items: collections.deque[JobResult] = collections.deque()
+        self._capacity_bytes = capacity_bytes
+        self._bytes = 0
+        self._items: collections.deque[tuple[JobResult, int]] = collections.deque()
         self._condition = threading.Condition()
         self._holding = False
         self._closed = False
@@ -75,13 +80,21 @@ class Handoff:
 
     def put(self, result: JobResult) -> None:
         """Add a result; wait while the queue is full. Raises ``ConsumerGone`` after ``close``."""
+        size = estimate_size(result.value)
         with self._condition:
-            while len(self._items) >= self._capacity and not self._closed:
+            while self._full(size) and not self._closed:
                 self._condition.wait(_POLL_SECONDS)
             if self._closed:
                 raise ConsumerGone("the consumer of the stream stopped")
-            self._items.append(result)
+            self._items.append((result, size))
+            self._bytes += size
             self._condition.notify_all()
+
+    def _full(self, size: int) -> bool:
+        # One result always fits, however large, so none waits forever.
+        if not self._items:
+            return False
+        return len(self._items) >= self._capacity or self._bytes + size > self._capacity_bytes
 
     def wait_consumed(self) -> None:
         """Wait until the queue is empty and the consumer came back for more.
@@ -109,7 +122,9 @@ class Handoff:
                 return None
             self._holding = True
             self._condition.notify_all()
-            return self._items.popleft()
+            result, size = self._items.popleft()
+            self._bytes -= size
+            return result
 
     def end(self, summary: RunSummary | None, error: BaseException | None) -> None:
         """Record how the run ended; ``get`` returns ``None`` once the queue is empty."""
@@ -152,10 +167,12 @@ class ResultStream(Iterator[JobResult]):
         ``stop`` is set, and attaches its loop to ``termination``.
     capacity : int
         Results that may wait for the consumer.
+    capacity_bytes : int
+        Estimated bytes of the results that may wait, beyond the first.
     """
 
-    def __init__(self, start: Start, capacity: int) -> None:
-        self._handoff = Handoff(capacity)
+    def __init__(self, start: Start, capacity: int, capacity_bytes: int = 64 * 1024 * 1024) -> None:
+        self._handoff = Handoff(capacity, capacity_bytes)
         self._stop = threading.Event()
         self._closed = False
         self.summary: RunSummary | None = None

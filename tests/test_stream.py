@@ -12,14 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import psutil
 import pytest
 
 import syncagg as sa
 from syncagg.interrupts import Termination
+from syncagg.streaming import Handoff
 from tests import combine_jobs, jobs
 from tests.checkpoints import done_jobs
 
@@ -294,3 +298,51 @@ def test_open_stream_at_exit_does_not_hang() -> None:
     assert process.returncode == 0, stderr.decode()
     assert stdout.decode() == "leaving\n"
     assert b"leaked shared_memory" not in stderr
+
+
+def _result(job_id: int, value: Any) -> sa.JobResult:
+    return sa.JobResult(job_id, str(job_id), sa.Status.OK, value, None, 0, 0.0, 0.0)
+
+
+def test_handoff_bounds_bytes_waiting() -> None:
+    # Two 4 MiB arrays fill 10 MiB of room; the third waits for the consumer.
+    handoff = Handoff(1000, 10 * 1024 * 1024)
+    arrays = [np.full(512 * 1024, float(i)) for i in range(3)]
+    put = threading.Thread(target=lambda: [handoff.put(_result(i, a)) for i, a in enumerate(arrays)])
+    put.start()
+
+    put.join(0.5)
+    assert put.is_alive()
+    first = handoff.get()
+    put.join(10)
+    assert not put.is_alive()
+    assert first is not None
+    assert first.job_id == 0
+    taken = [handoff.get(), handoff.get()]
+    assert [result.job_id for result in taken if result is not None] == [1, 2]
+
+
+def test_handoff_lets_one_large_result_through() -> None:
+    handoff = Handoff(1000, 1024)
+    handoff.put(_result(0, np.zeros(1024 * 1024)))
+
+    taken = handoff.get()
+
+    assert taken is not None
+    assert taken.job_id == 0
+
+
+def test_stream_of_large_arrays_with_small_byte_buffer() -> None:
+    aggregator = sa.Aggregator(workers=2, progress=False)
+    values = []
+    with aggregator.stream(jobs.striped_array, range(12), buffer_bytes=4 * 1024 * 1024) as stream:
+        for result in stream:
+            values.append((result.job_id, result.value.nbytes))
+
+    assert sorted(job_id for job_id, _ in values) == list(range(12))
+    assert {nbytes for _, nbytes in values} == {jobs.striped_array(0).nbytes}
+
+
+def test_bad_buffer_bytes_raises() -> None:
+    with pytest.raises(ValueError, match="buffer_bytes"):
+        sa.Aggregator(progress=False).stream(jobs.square, range(3), buffer_bytes=0)
