@@ -201,7 +201,7 @@ class Dispatcher:
                 return chunk
 
     def _read_items(self, room: int) -> tuple[list[Any], bool]:
-        """Read up to ``room`` inputs; the flag tells whether a ``PAUSE`` ended the reading."""
+        """Read up to ``room`` inputs; the flag is true when a ``PAUSE`` ended the reading."""
         if not self._pausing:
             return list(itertools.islice(self._inputs, room)), False
         items: list[Any] = []

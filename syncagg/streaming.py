@@ -59,7 +59,7 @@ class ConsumerGone(Exception):
 class Handoff:
     """A bounded queue of results from the collector thread to one consumer.
 
-    The queue holds at most ``capacity`` results and, beyond the first,
+    The queue contains at most ``capacity`` results and, beyond the first,
     results of at most ``capacity_bytes`` estimated bytes in all. Besides
     the queue it tracks whether the consumer is still working on a result
     it took, which is what ``wait_consumed`` waits for. It ends with either
