@@ -19,7 +19,7 @@ from syncagg.collector import Collector, Listeners
 from syncagg.dask_source import DaskSource, cluster_threads, dask_client
 from syncagg.deadletters import dead_letter_output
 from syncagg.dispatcher import Dispatcher, default_key
-from syncagg.errors import InputError, OutputError
+from syncagg.errors import CheckpointError, InputError, OutputError
 from syncagg.executors import ExecutorSource, FutureSource, Threads
 from syncagg.exitstop import stopped_at_exit
 from syncagg.hooks import check_hook
@@ -406,6 +406,17 @@ class Aggregator:
         with stopped_at_exit(extras.stop):
             return self._execute_open(function, make_source, inputs, chunksize, extras, began)
 
+    def _restore_strategy(self, saved: Any) -> None:
+        """Restore the strategy from a checkpoint; ``CheckpointError`` if the state does not fit."""
+        try:
+            self.strategy.restore(saved)
+        except Exception as exc:  # noqa: BLE001 - any error means the stored state does not fit
+            raise CheckpointError(
+                f"checkpoint {str(self.checkpoint)!r} has a strategy state that "
+                f"{self.strategy.describe()} cannot restore ({type(exc).__name__}: {exc}); the file "
+                "is damaged or comes from another strategy, so delete it to start afresh"
+            ) from exc
+
     def _execute_open(
         self,
         function: str,
@@ -441,7 +452,7 @@ class Aggregator:
         resumed = len(state.done)
         self.strategy.reset()
         if resumed:
-            self.strategy.restore(state.strategy)
+            self._restore_strategy(state.strategy)
 
         total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
         progress = Progress(

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlitedict import SqliteDict, decode
 
@@ -171,6 +171,7 @@ class Checkpoint:
                 f"{stored.get('format_version')!r}, this syncagg reads {FORMAT_VERSION}; "
                 "finish the run with the syncagg version that started it, or start afresh"
             )
+        self._check_kind(stored, "fingerprint", dict, "a dict")
         self._check_fingerprint(stored["fingerprint"])
         missing = sorted(set(_KEYS) - set(stored))
         if missing:
@@ -178,14 +179,42 @@ class Checkpoint:
                 f"checkpoint {str(self.path)!r} lacks {', '.join(missing)}; the file is "
                 "damaged, so delete it to start afresh"
             )
+        return self._state(stored)
+
+    def _state(self, stored: dict[str, Any]) -> CheckpointState:
+        """Build the state from stored values, checking the type of each."""
+        self._check_kind(stored, "status", str, "a str")
+        self._check_kind(stored, "outputs", dict, "a dict")
+        self._check_kind(stored, "counts", dict, "a dict")
+        self._check_kind(stored, "failures", list, "a list")
+        self._check_kind(stored, "updated", (int, float), "a number")
+        if not all(isinstance(count, int) for count in stored["counts"].values()):
+            self._damaged("counts", stored["counts"], "a dict of ints")
+        if not all(isinstance(failure, JobResult) for failure in stored["failures"]):
+            self._damaged("failures", stored["failures"], "a list of JobResult")
+        try:
+            done = JobRanges.from_ranges(stored["done"])
+        except (TypeError, ValueError):
+            self._damaged("done", stored["done"], "a list of (start, stop) pairs of ints")
         return CheckpointState(
             status=stored["status"],
-            done=JobRanges.from_ranges(stored["done"]),
+            done=done,
             strategy=stored["strategy"],
             outputs=stored["outputs"],
             counts=stored["counts"],
             failures=stored["failures"],
-            updated=stored["updated"],
+            updated=float(stored["updated"]),
+        )
+
+    def _check_kind(self, stored: dict[str, Any], key: str, kind: type | tuple[type, ...], expected: str) -> None:
+        if not isinstance(stored[key], kind):
+            self._damaged(key, stored[key], expected)
+
+    def _damaged(self, key: str, value: Any, expected: str) -> NoReturn:
+        raise CheckpointError(
+            f"checkpoint {str(self.path)!r} has {key}={_short(value)} of type "
+            f"{type(value).__qualname__}, expected {expected}; the file is damaged or was "
+            "edited by hand, so delete it to start afresh"
         )
 
     def _connect_read_only(self) -> sqlite3.Connection:
@@ -287,3 +316,8 @@ class Checkpoint:
         _LOCK_FDS.discard(self._lock)
         os.close(self._lock)
         self._lock = -1
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

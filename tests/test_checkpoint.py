@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+import sqlitedict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -454,3 +455,45 @@ def test_jobranges_shuffled_chunks_one_range() -> None:
 
     assert done.to_ranges() == [(0, 10_000_000)]
     assert len(done) == 10_000_000
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("counts", {"ok": "6"}, "expected a dict of ints"),
+        ("counts", [6], "expected a dict"),
+        ("done", [(0, "four")], "expected a list of (start, stop) pairs of ints"),
+        ("done", 7, "expected a list of (start, stop) pairs of ints"),
+        ("failures", ["job 7 failed"], "expected a list of JobResult"),
+        ("status", 3, "expected a str"),
+        ("fingerprint", "x", "expected a dict"),
+    ],
+)
+def test_hand_edited_value_raises(tmp_path: Path, key: str, value: Any, expected: str) -> None:
+    path = tmp_path / "run.ckpt"
+    saved_checkpoint(path, CheckpointState(counts={"ok": 6}))
+    with sqlitedict.SqliteDict(str(path), tablename="syncagg", autocommit=True) as stored:
+        stored[key] = value
+
+    with pytest.raises(sa.CheckpointError, match=re.escape(expected)) as raised:
+        load(path)
+
+    assert f"has {key}=" in str(raised.value)
+    assert "delete it to start afresh" in str(raised.value)
+
+
+def test_strategy_state_that_does_not_fit_raises(tmp_path: Path) -> None:
+    # An ordered Reduce restores a tuple of the accumulator and the values
+    # that wait; a dict put in by hand fails, and the error names the file.
+    path = tmp_path / "run.sqlite"
+    sa.Aggregator(
+        strategy=sa.Reduce(jobs.add_square, 0, ordered=True), checkpoint=path, workers=1, progress=False
+    ).run(jobs.square, range(5))
+    with sqlitedict.SqliteDict(str(path), tablename="syncagg", autocommit=True) as stored:
+        stored["strategy"] = {"total": "not a number"}
+        stored["status"] = "running"
+
+    with pytest.raises(sa.CheckpointError, match="cannot restore"):
+        sa.Aggregator(
+            strategy=sa.Reduce(jobs.add_square, 0, ordered=True), checkpoint=path, workers=1, progress=False
+        ).run(jobs.square, range(5))
