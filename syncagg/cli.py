@@ -84,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             # Flushed here, not at exit, so a closed pipe raises where it is caught.
             sys.stdout.flush()
+    except KeyboardInterrupt:
+        # Ctrl-C before the run started, for example while the user's module
+        # imports; a run's own Ctrl-C is reported in _execute.
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         if not closed_pipe():
             raise
@@ -212,6 +216,16 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         ),
     )
     run.add_argument(
+        "--csv-extra",
+        choices=("error", "ignore", "extend"),
+        default="error",
+        help=(
+            "what a CSV output does with a row whose keys the first rows lacked: stop "
+            "the run (error, the default), drop those keys (ignore), or add them as "
+            "columns (extend), which rewrites the header"
+        ),
+    )
+    run.add_argument(
         "--format",
         metavar="NAME",
         help=(
@@ -291,7 +305,7 @@ def _run(arguments: argparse.Namespace) -> int:
     fn = load_function(arguments.function)
     inputs = open_inputs(arguments.inputs, arguments.input_format)
     pipeline = where_pipeline(arguments.where)
-    outputs = fit_outputs(_outputs(arguments.output, arguments.format), pipeline)
+    outputs = fit_outputs(_outputs(arguments.output, arguments.format, arguments.csv_extra), pipeline)
     for path in (arguments.checkpoint, arguments.summary):
         if path is not None:
             _check_folder(
@@ -394,6 +408,12 @@ def load_function(spec: str) -> Callable[[Any], Any]:
             f"importing module {module_name!r} failed with {type(exc).__name__}: {exc} "
             f"(at {_error_location(exc)}); fix the module"
         ) from None
+    except SystemExit as exc:
+        raise UsageError(
+            f"importing module {module_name!r} called sys.exit({exc.code!r}) (at "
+            f"{_error_location(exc)}); put the module's script code under "
+            '`if __name__ == "__main__":`'
+        ) from None
     return _attribute(module, module_name, name)
 
 
@@ -438,7 +458,7 @@ def _output_formats() -> dict[str, tuple[type[Output], str]]:
     return {name: (output_type, output_type.description) for name, output_type in available_formats().items()}
 
 
-def _outputs(paths: list[str], format_name: str | None) -> list[Output]:
+def _outputs(paths: list[str], format_name: str | None, csv_extra: str = "error") -> list[Output]:
     formats = _output_formats()
     if format_name is not None and format_name not in formats:
         raise UsageError(
@@ -467,6 +487,14 @@ def _outputs(paths: list[str], format_name: str | None) -> list[Output]:
                 f"cannot tell the format of output {path!r} from its suffix; name it with one of "
                 f"{suffixes}, or pass --format with one of {', '.join(formats)}"
             ) from None
+    csv_outputs = [output for output in outputs if isinstance(output, Csv)]
+    if csv_extra != "error" and not csv_outputs:
+        raise UsageError(
+            f"--csv-extra {csv_extra} applies to CSV outputs, but no --output is a CSV file; "
+            "add --output PATH.csv or drop --csv-extra"
+        )
+    for output in csv_outputs:
+        output.extra = csv_extra
     return outputs
 
 

@@ -7,8 +7,10 @@ import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -687,6 +689,42 @@ def test_broken_module_one_line(tmp_path: Path, source: str, message: str) -> No
     assert f"(at {tmp_path / 'broken.py'}:1); fix the module" in result.stderr
 
 
+def test_module_that_exits_at_import(tmp_path: Path) -> None:
+    (tmp_path / "script.py").write_text("import sys\n\ndef f(x):\n    return x\n\nsys.exit(4)\n")
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1])
+    command = [sys.executable, "-m", "syncagg", "run", "script:f", str(inputs)]
+
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "importing module 'script' called sys.exit(4)" in result.stderr
+    assert f"(at {tmp_path / 'script.py'}:6)" in result.stderr
+    assert 'if __name__ == "__main__":' in result.stderr
+
+
+def test_ctrl_c_while_module_imports(tmp_path: Path) -> None:
+    # The module takes a minute to import; Ctrl-C meanwhile ends the command
+    # with 130 and no traceback.
+    (tmp_path / "slow.py").write_text(
+        "import pathlib, time\npathlib.Path('importing').touch()\ntime.sleep(60)\n\ndef f(x):\n    return x\n"
+    )
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1])
+    command = [sys.executable, "-m", "syncagg", "run", "slow:f", str(inputs)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "importing").exists():
+        assert process.poll() is None
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [
@@ -733,3 +771,33 @@ def test_csv_wide_field_read(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert json.loads(summary.read_text())["counts"]["ok"] == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "header", "last"),
+    [("extend", "a,b", "2,3"), ("ignore", "a", "2")],
+)
+def test_csv_extra_keys_on_command_line(tmp_path: Path, policy: str, header: str, last: str) -> None:
+    # The first row lacks key b; by default the run stops, and --csv-extra
+    # adds the column or drops the key.
+    inputs = write_jsonl(tmp_path / "in.jsonl", [{"a": 1}, {"a": 2, "b": 3}])
+    output = tmp_path / "rows.csv"
+
+    stopped = run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "1", "-o", tmp_path / "stopped.csv")
+    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "1", "-o", output, "--csv-extra", policy)
+
+    assert stopped.returncode == 3
+    assert "--csv-extra extend or ignore" in stopped.stderr
+    assert result.returncode == 0, result.stderr
+    lines = output.read_text().splitlines()
+    assert lines[0] == header
+    assert sorted(lines[1:]) == sorted(["1" + ("," if policy == "extend" else ""), last])
+
+
+def test_csv_extra_without_csv_output(tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", [1])
+
+    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-o", tmp_path / "rows.jsonl", "--csv-extra", "extend")
+
+    assert result.returncode == 2
+    assert "--csv-extra extend applies to CSV outputs" in result.stderr

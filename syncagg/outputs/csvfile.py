@@ -222,7 +222,7 @@ class Csv(AppendOutput):
         reason = (
             f"row has keys {unknown} that are not CSV columns {self._columns}; pass "
             "Csv(path, columns=[...]) with every column, extra='extend' to add them, or "
-            "extra='ignore' to drop them"
+            "extra='ignore' to drop them (on the command line: --csv-extra extend or ignore)"
         )
         if self.extra == "dead_letter":
             self.keep_rejected(index, row, reason)
