@@ -16,17 +16,17 @@ from typing import Any
 
 from syncagg.checkpoint import Checkpoint, CheckpointState
 from syncagg.collector import Collector, Listeners
-from syncagg.dask_source import DaskSource, cluster_threads, dask_client
+from syncagg.dask_source import DaskSource, dask_client
 from syncagg.deadletters import dead_letter_output
 from syncagg.dispatcher import Dispatcher, default_key
-from syncagg.errors import CheckpointError, InputError, OutputError
+from syncagg.errors import CheckpointError, InputError
 from syncagg.executors import ExecutorSource, FutureSource, Threads
 from syncagg.exitstop import stopped_at_exit
 from syncagg.hooks import check_hook
 from syncagg.interrupts import Termination, handling_sigterm, wait_for
 from syncagg.memory import MemoryBudget, PeakMemory, format_bytes, parse_memory
 from syncagg.names import qualified_name
-from syncagg.outputs.base import Output, from_path
+from syncagg.outputs.base import Output
 from syncagg.outputs.tables import table_encoder
 from syncagg.outputs.writer import OutputWriter
 from syncagg.pipeline import Pipeline, split_counts
@@ -36,6 +36,18 @@ from syncagg.progress import Progress
 from syncagg.records import JobResult
 from syncagg.runner import RunLoop
 from syncagg.segments import purge_stale_segments
+from syncagg.settings import (
+    as_executor,
+    as_output,
+    check_dead_letter_outputs,
+    check_distinct,
+    check_folder,
+    default_workers,
+    describe_inputs,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from syncagg.source import Source
 from syncagg.stages import Stage
 from syncagg.statusrows import check_outputs
@@ -206,19 +218,19 @@ class Aggregator:
                 f"outputs must be a list of outputs or paths, got {outputs!r}; "
                 f"write outputs=[{outputs!r}]"
             )
-        self.outputs = [_as_output(output) for output in outputs]
-        _check_distinct(self.outputs)
+        self.outputs = [as_output(output) for output in outputs]
+        check_distinct(self.outputs)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.threads = workers if isinstance(workers, Threads) else None
-        self.executor = _as_executor(executor)
+        self.executor = as_executor(executor)
         if self.threads is not None and self.executor is not None:
             raise ValueError("pass either workers=Threads(n) or executor=..., not both")
         if self.threads is not None:
             self.workers = self.threads.count
         elif workers is not None:
-            self.workers = _positive_int("workers", workers)
+            self.workers = positive_int("workers", workers)
         else:
-            self.workers = _default_workers(self.executor)
+            self.workers = default_workers(self.executor)
         self.progress = bool(progress)
         if not callable(key):
             raise TypeError(
@@ -226,26 +238,26 @@ class Aggregator:
                 "for a dict field use key=operator.itemgetter(name)"
             )
         self.key = key
-        self.retries = _non_negative_int("retries", retries)
-        self.chunksize = None if chunksize is None else _positive_int("chunksize", chunksize)
-        self.ring_size = _positive_int("ring_size", ring_size)
-        self.batch_bytes = _positive_int("batch_bytes", batch_bytes)
-        self.batch_latency = _positive_float("batch_latency", batch_latency)
-        self.checkpoint_seconds = _positive_float("checkpoint_seconds", checkpoint_seconds)
-        self.checkpoint_results = _positive_int("checkpoint_results", checkpoint_results)
-        self.queue_size = _positive_int("queue_size", queue_size)
+        self.retries = non_negative_int("retries", retries)
+        self.chunksize = None if chunksize is None else positive_int("chunksize", chunksize)
+        self.ring_size = positive_int("ring_size", ring_size)
+        self.batch_bytes = positive_int("batch_bytes", batch_bytes)
+        self.batch_latency = positive_float("batch_latency", batch_latency)
+        self.checkpoint_seconds = positive_float("checkpoint_seconds", checkpoint_seconds)
+        self.checkpoint_results = positive_int("checkpoint_results", checkpoint_results)
+        self.queue_size = positive_int("queue_size", queue_size)
         if start_method is not None and start_method not in _START_METHODS:
             raise ValueError(f"start_method must be one of {_START_METHODS} or None, got {start_method!r}")
         self.start_method = start_method
-        self.timeout = None if timeout is None else _positive_float("timeout", timeout)
-        self.stop_timeout = _positive_float("stop_timeout", stop_timeout)
+        self.timeout = None if timeout is None else positive_float("timeout", timeout)
+        self.stop_timeout = positive_float("stop_timeout", stop_timeout)
         if self.timeout is not None and (self.threads is not None or self.executor is not None):
             raise ValueError(
                 "timeout works with worker processes only, because a thread or an executor's "
                 "job cannot be stopped; drop workers=Threads(n) or executor=..., or drop timeout"
             )
         self.max_memory = None if max_memory is None else parse_memory(max_memory)
-        self.progress_interval = _positive_float("progress_interval", progress_interval)
+        self.progress_interval = positive_float("progress_interval", progress_interval)
         if pipeline is not None and not isinstance(pipeline, Pipeline):
             raise TypeError(
                 f"pipeline must be a syncagg.Pipeline, got {pipeline!r} of type {type(pipeline).__qualname__}"
@@ -258,8 +270,8 @@ class Aggregator:
         if self.pipeline is not None and self.pipeline.writes_failed():
             check_outputs(self.outputs)
         if self.dead_letters is not None:
-            _check_distinct([*self.outputs, self.dead_letters])
-        _check_dead_letter_outputs(self.outputs, self.dead_letters)
+            check_distinct([*self.outputs, self.dead_letters])
+        check_dead_letter_outputs(self.outputs, self.dead_letters)
         self.encode_in_workers = bool(encode_in_workers)
 
         region = self.ring_size // self.workers
@@ -340,8 +352,8 @@ class Aggregator:
                 f"stream() yields each job's value, but {self.strategy.describe()} sends no per-job "
                 "values from the workers; use run(), or fold in the collector with in_workers=False"
             )
-        buffer_size = _positive_int("buffer_size", buffer_size)
-        buffer_bytes = _positive_int("buffer_bytes", buffer_bytes)
+        buffer_size = positive_int("buffer_size", buffer_size)
+        buffer_bytes = positive_int("buffer_bytes", buffer_bytes)
         if self.threads is None and self.executor is None:
             check_picklable(fn)
             check_worker_parts(self.strategy, self.pipeline)
@@ -558,7 +570,7 @@ class Aggregator:
             "function": function,
             "strategy": self.strategy.describe(),
             "outputs": [output.describe() for output in self.outputs],
-            "inputs": _describe_inputs(inputs),
+            "inputs": describe_inputs(inputs),
         }
         # Added only when set, so checkpoints of runs without them still match.
         if self.pipeline is not None:
@@ -569,7 +581,7 @@ class Aggregator:
 
     def _open_writers(self, state: CheckpointState, outputs: list[Output]) -> list[OutputWriter]:
         for output in outputs:
-            _check_folder(output)
+            check_folder(output)
         writers: list[tuple[OutputWriter, bool]] = []
         try:
             for output in outputs:
@@ -604,101 +616,4 @@ class Aggregator:
             stages=stages,
             rejected_rows=rejected,
         )
-
-
-def _check_folder(output: Output) -> None:
-    folder = output.path.parent
-    if not folder.is_dir():
-        raise OutputError(
-            f"cannot write {str(output.path)!r}: the folder {str(folder)!r} does not exist; "
-            f"create it first (mkdir -p {folder})"
-        )
-
-
-def _describe_inputs(inputs: Iterable[Any]) -> str:
-    """Describe the inputs for the fingerprint: a range in full, a sized collection by length."""
-    if isinstance(inputs, range):
-        return repr(inputs)
-    kind = type(inputs).__qualname__
-    if hasattr(inputs, "__len__"):
-        return f"{kind} of {len(inputs)} items"  # type: ignore[arg-type]
-    return kind
-
-
-def _as_executor(executor: Any) -> Executor | None:
-    if executor is None or isinstance(executor, Executor):
-        return executor
-    get_executor = getattr(executor, "get_executor", None)
-    if callable(get_executor):
-        # A dask.distributed Client: its executor returns concurrent.futures.Future.
-        return get_executor()  # type: ignore[no-any-return]
-    raise TypeError(
-        f"executor must be a concurrent.futures.Executor or a dask.distributed.Client, "
-        f"got {executor!r} of type {type(executor).__qualname__}"
-    )
-
-
-def _as_output(output: Output | str | os.PathLike[str]) -> Output:
-    if isinstance(output, Output):
-        return output
-    if isinstance(output, (str, os.PathLike)):
-        return from_path(output)
-    raise TypeError(
-        f"outputs must contain syncagg outputs or paths, got {output!r} of type {type(output).__qualname__}"
-    )
-
-
-def _check_dead_letter_outputs(outputs: list[Output], dead_letters: Output | None) -> None:
-    if dead_letters is not None:
-        return
-    for output in outputs:
-        if output.sends_dead_letters():
-            raise ValueError(
-                f"output {str(output.path)!r} sends rejected rows to the dead letters, but "
-                "there is no dead-letter output; pass Aggregator(dead_letters=PATH)"
-            )
-
-
-def _check_distinct(outputs: list[Output]) -> None:
-    seen: set[Path] = set()
-    for output in outputs:
-        path = output.path.resolve()
-        if path in seen:
-            raise ValueError(f"two outputs write to {str(output.path)!r}; give each output its own path")
-        seen.add(path)
-
-
-def _default_workers(executor: Executor | None) -> int:
-    if executor is None:
-        return _usable_cpus()
-    client = dask_client(executor)
-    if client is not None:
-        # The cluster's threads, not this machine's CPUs: the jobs run there.
-        return cluster_threads(client)
-    return getattr(executor, "_max_workers", None) or _usable_cpus()
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int of 0 or more, got {value!r}")
-    return value
-
-
-def _positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
