@@ -168,11 +168,13 @@ def _text_lines(path: str) -> Iterator[str | Pause]:
 def _decoded(lines: Iterator[bytes | Pause]) -> Iterator[str | Pause]:
     """Decode standard input's lines as UTF-8, dropping a byte order mark before the first."""
     first = True
-    for number, line in enumerate(lines, start=1):
+    number = 0
+    for line in lines:
         if line is PAUSE:
             yield line
             continue
         assert isinstance(line, bytes)
+        number += 1
         if first and line.startswith(codecs.BOM_UTF8):
             line = line[len(codecs.BOM_UTF8) :]
         first = False
@@ -199,11 +201,13 @@ def _json_lines(path: str) -> Iterator[Any]:
 
 
 def _parsed_json(lines: Iterable[bytes | Pause], path: str) -> Iterator[Any]:
-    for number, line in enumerate(lines, start=1):
+    number = 0
+    for line in lines:
         if line is PAUSE:
             yield line
             continue
         assert isinstance(line, bytes)
+        number += 1
         if line.isspace():
             continue
         try:

@@ -55,11 +55,14 @@ def fit_outputs(outputs: list[Output], pipeline: Pipeline | None) -> list[Output
     """Return the outputs, with CSV files able to add columns when failed rows come too.
 
     A CSV file takes its columns from its first rows. Failed rows and
-    successful rows have different columns, so each CSV output gets
-    ``extra="extend"``, which adds a column when a row brings a new one.
+    successful rows have different columns, so each CSV output whose policy
+    is the default ``extra="error"`` gets ``extra="extend"``, which adds a
+    column when a row brings a new one. Another policy (``--csv-extra``)
+    stays.
     """
     if pipeline is None or not pipeline.writes_failed():
         return outputs
     return [
-        Csv(output.path, extra="extend") if type(output) is Csv else output for output in outputs
+        Csv(output.path, extra="extend") if type(output) is Csv and output.extra == "error" else output
+        for output in outputs
     ]

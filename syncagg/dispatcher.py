@@ -14,7 +14,9 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import math
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,9 @@ _CHUNKS_PER_WORKER = 2
 _OBSERVED_JOBS = 256
 
 
+
+# After an input iterable paused, reading waits this long before it tries again.
+_PAUSE_SECONDS = 0.1
 
 class Pause:
     """The type of ``PAUSE``."""
@@ -118,8 +123,11 @@ class Dispatcher:
         total: int | None = None,
     ) -> None:
         self._inputs: Iterator[Any]
-        # Inputs that may pause (see PAUSE) are read one at a time.
+        # Inputs that may pause (see PAUSE) are read one at a time, and not
+        # again until _PAUSE_SECONDS after a pause, so that the other slots'
+        # reads do not each wait for quiet inputs.
         self._pausing = bool(getattr(inputs, "may_pause", False))
+        self._paused_at = -math.inf
         if type(inputs) in (range, list, tuple):
             # Iterating these cannot raise, and islice reads their iterators
             # in C, about ten times faster than through the generator.
@@ -166,7 +174,7 @@ class Dispatcher:
             return None
         if self._retry.job_ids:
             return self._take_retries(room)
-        if self.exhausted:
+        if self.exhausted or time.monotonic() - self._paused_at < _PAUSE_SECONDS:
             return None
         return self._read(room)
 
@@ -207,6 +215,7 @@ class Dispatcher:
         items: list[Any] = []
         for item in itertools.islice(self._inputs, room):
             if item is PAUSE:
+                self._paused_at = time.monotonic()
                 return items, True
             items.append(item)
         return items, False

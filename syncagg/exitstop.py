@@ -48,6 +48,11 @@ def stopped_at_exit(stop: threading.Event) -> Iterator[None]:
 
 
 def _stop_open_runs() -> None:
+    # Streams first: their run waits for the consumer at its last
+    # checkpoint, which closing the stream ends.
+    from syncagg.streaming import close_open_streams
+
+    close_open_streams()
     with _lock:
         runs = list(_OPEN.values())
     if runs:

@@ -37,6 +37,7 @@ _Result = TypeVar("_Result")
 
 class _Stoppable(Protocol):
     ended: threading.Event
+    error: BaseException | None
 
     def run(self) -> None: ...
 
@@ -91,6 +92,12 @@ class Termination:
             requested = self.requested.is_set()
         if requested:
             loop.request_stop(drain=True)
+
+    def end_run(self) -> None:
+        """Mark the run as closed from any thread: a later SIGTERM goes to the previous handler."""
+        with self._lock:
+            self._loop = None
+            self._ended = True
 
     def detach(self) -> None:
         """Stop sending SIGTERM to the loop, which has ended.
@@ -151,9 +158,10 @@ def wait_for(loop: _Stoppable, termination: Termination | None = None) -> None:
         if owned:
             termination.uninstall()
 
-    if termination.requested.is_set():
+    if termination.requested.is_set() and loop.error is None:
         logger.warning("stopped by SIGTERM after a last checkpoint")
         raise SystemExit(128 + signal.SIGTERM)
+    # With an error, the caller raises it: the last checkpoint may have failed.
 
 
 def _join(thread: threading.Thread, ended: threading.Event) -> None:

@@ -3,8 +3,9 @@
 The pool owns every process and segment it creates: ``close()`` stops the
 workers, then unlinks the ring and any one-off segment a worker left behind.
 A worker that dies is replaced in the same slot; the replacement starts
-writing where the parent last released the region, so no byte that the dead
-worker wrote after that point is ever read.
+writing after the last message the parent read, so no byte that the dead
+worker wrote after that point is ever read, and no byte lent out before it
+is overwritten.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class WorkerPool:
         # Set by the caller when the collector drops each value once it has
         # handled it: large buffers are then lent as views of the ring.
         self.lend = False
+        self._held_logged = False
 
         size = workers * (HEADER_SIZE + self._region_bytes)
         check_shm_space(size)
@@ -208,9 +210,22 @@ class WorkerPool:
         the batch is gone. A view still alive then may be kept for good, so
         the worker stops waiting for the bytes it keeps.
         """
-        slot.ring.hold()
+        if slot.ring.hold() and not self._held_logged:
+            self._held_logged = True
+            logger.info(
+                "results of worker %d are still referenced after the strategy handled them; "
+                "while they are, its batches travel in one-off segments, which is slower. "
+                "A strategy that keeps values should keep copies (numpy.array(value))",
+                slot.index,
+            )
         if slot.ring.worker_waits():
             _wake(slot)
+
+    def wake_waiting(self) -> None:
+        """Wake the workers whose wait for space lent views freed after their last batch."""
+        for slot in self.slots:
+            if slot.ring.worker_waits():
+                _wake(slot)
 
     def _release(self, slot: Slot, end: int, wake: bool = False) -> None:
         if end:

@@ -68,6 +68,8 @@ class ProcessSource(Source):
                 self._worker_exited(slot, dispatcher, sink)
         if self.timeout is not None:
             self._check_timeouts(dispatcher, sink)
+        if self.pool.lend:
+            self.pool.wake_waiting()
 
     def lend_views(self) -> None:
         """Lend large buffers as views of the ring; see ``WorkerPool.settle``."""

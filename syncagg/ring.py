@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import os
 import struct
 import threading
 import time
@@ -85,6 +86,10 @@ _MAX_SLEEP = 0.005
 # A worker waiting for space asks to be woken once 1 / _WAKE_SPARE of the
 # region is free beyond what its message needs.
 _WAKE_SPARE = 4
+
+
+def _aligned(position: int) -> int:
+    return -(-position // _ALIGN) * _ALIGN
 
 
 def region_offset(index: int, capacity: int) -> int:
@@ -152,8 +157,10 @@ class RingWriter:
         if size > self.capacity:
             raise ValueError(f"message of {size} bytes exceeds the ring region of {self.capacity}")
 
-        offset = self.tail % self.capacity
-        start = self.tail
+        # Messages start on a 64-byte boundary, like the buffers inside them,
+        # so arrays that the parent lends as views of the ring are aligned.
+        start = _aligned(self.tail)
+        offset = start % self.capacity
         if offset + size > self.capacity:
             start += self.capacity - offset
             offset = 0
@@ -173,7 +180,7 @@ class RingWriter:
         message that refers to them is sent, so a reservation that needs them
         would wait forever.
         """
-        return self._fits(self.tail, size)
+        return self._fits(_aligned(self.tail), size)
 
     def _fits(self, tail: int, size: int) -> bool:
         if size > self.capacity:
@@ -196,13 +203,10 @@ class RingWriter:
         """
         # Bytes skipped for alignment are unsent bytes too, so _fits judges
         # the aligned tail.
-        tail = -(-self.tail // _ALIGN) * _ALIGN
-        if not self._fits(tail, size):
+        if not self._fits(_aligned(self.tail), size):
             return None
-        unaligned, self.tail = self.tail, tail
         reserved = self.reserve(size, alive)
         if reserved is None:
-            self.tail = unaligned
             return None
         start, view = reserved
         self.commit(start + size)
@@ -227,8 +231,9 @@ class RingWriter:
         # drains the region (see _has_space). The parent wakes the worker
         # once it has released up to there. The spare quarter makes one
         # wake-up serve several messages when the parent is the slower side.
+        # The parent frees no byte past ``sent``: the rest are unsent arrays.
         wanted = end - self.capacity + self.capacity // _WAKE_SPARE
-        self._wanted[0] = min(wanted, self.tail) + 1
+        self._wanted[0] = min(wanted, self.sent) + 1
         try:
             self.wait_until(lambda: self._has_space(end) or self._held[0] != 0, alive)
         finally:
@@ -312,8 +317,13 @@ class Loan:
             self._reader.free_settled()
 
     def _returned(self, _: weakref.ref[Any]) -> None:
-        # Runs in whichever thread dropped the last reference to the buffer.
+        # Runs in whichever thread dropped the last reference to the buffer,
+        # and in a forked worker whose copy of the parent's objects is freed:
+        # there it must not touch the parent's header, nor wait for a lock
+        # that a parent thread held at the fork.
         assert self._reader is not None
+        if not self._reader.in_owner:
+            return
         with self._reader.lock:
             self._alive -= 1
             self._reader.free_settled()
@@ -341,12 +351,24 @@ class RingReader:
         # may run a callback while this thread holds the lock.
         self.lock = threading.RLock()
         self._released = False
+        self._pid = os.getpid()
 
     @property
     def head(self) -> int:
         """Bytes released so far."""
         head: int = _U64.unpack_from(self._header, _HEAD)[0]
         return head
+
+    @property
+    def in_owner(self) -> bool:
+        """Whether this is the process that created the reader, not a forked copy of it."""
+        return os.getpid() == self._pid
+
+    def _store_head(self, end: int) -> None:
+        # Never backwards: a callback that runs inside this lock's holder (a
+        # garbage collection) may already have stored a later end.
+        if end > self.head:
+            _U64.pack_into(self._header, _HEAD, end)
 
     @property
     def lent(self) -> bool:
@@ -386,12 +408,15 @@ class RingReader:
         models the interpreter's work between the copy and this store is
         what keeps it in practice.
         """
+        freed = Loan(end, None)
         with self.lock:
             self.read_end = max(self.read_end, end)
             if self._pending:
-                self._pending.append(Loan(end, None))
+                self._pending.append(freed)
             elif not self._released:
-                _U64.pack_into(self._header, _HEAD, end)
+                self._store_head(end)
+        # A callback during the append may have emptied the list before it.
+        self.free_settled()
 
     def lend(self, end: int) -> Loan:
         """Open a loan for the message that ends at ``end``; its bytes stay until it is settled."""
@@ -403,6 +428,8 @@ class RingReader:
 
     def free_settled(self) -> None:
         """Free the messages at the front whose loans are settled."""
+        if not self.in_owner:
+            return
         with self.lock:
             head = None
             while self._pending and self._pending[0].settled:
@@ -410,15 +437,21 @@ class RingReader:
             if self._released:
                 return
             if head is not None:
-                _U64.pack_into(self._header, _HEAD, head)
+                self._store_head(head)
             if not self._pending:
                 _U64.pack_into(self._header, _HELD, 0)
 
-    def hold(self) -> None:
-        """Tell the worker, after the collector handled a message, whether a loan keeps the head back."""
+    def hold(self) -> bool:
+        """Tell the worker, after the collector handled a message, whether a loan keeps the head back.
+
+        Returns whether the flag went up just now.
+        """
         with self.lock:
-            if not self._released:
-                _U64.pack_into(self._header, _HELD, 1 if self._pending else 0)
+            if self._released:
+                return False
+            held: int = _U64.unpack_from(self._header, _HELD)[0]
+            _U64.pack_into(self._header, _HELD, 1 if self._pending else 0)
+            return bool(self._pending) and not held
 
     def release(self) -> None:
         """Drop the views into the segment so it can be closed."""

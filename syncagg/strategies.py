@@ -158,7 +158,12 @@ class Reduce(Strategy):
     ----------
     fn : callable
         ``fn(accumulator, value) -> accumulator``. It may update the
-        accumulator in place and return it.
+        accumulator in place and return it. In completion order, numpy
+        arrays and Arrow buffers of 64 KiB or more in values may be views of
+        the worker's shared memory, valid as long as they are referenced. A
+        ``fn`` that keeps values should keep copies (``numpy.array(value)``):
+        a kept view makes its worker send results through slower one-off
+        segments, and one kept after the run keeps the ring's shared memory.
     initial : Any
         The starting accumulator. It is copied by pickling, so one
         ``Reduce`` can run several times without sharing state.
@@ -354,7 +359,9 @@ class Combine(Strategy):
             )
         self.combiner = combiner
         self.in_workers = bool(in_workers)
-        self.borrows_values = not combiner.keeps_values
+        # Accumulators folded in workers are merged, and a merge may adopt
+        # one as it is and add into it later, so they are never lent.
+        self.borrows_values = not combiner.keeps_values and not self.in_workers
         self.reset()
 
     def reset(self) -> None:

@@ -45,7 +45,7 @@ from syncagg.records import JobResult
 from syncagg.summary import RunSummary
 from syncagg.transport import estimate_size
 
-__all__ = ["ConsumerGone", "Handoff", "ResultStream"]
+__all__ = ["ConsumerGone", "Handoff", "ResultStream", "close_open_streams"]
 
 logger = logging.getLogger("syncagg.streaming")
 
@@ -256,11 +256,12 @@ def _close_at_exit(stream: ResultStream) -> None:
     _OPEN.add(stream)
     if not _registered:
         # Registered after multiprocessing's exit handler, so it runs before it.
-        atexit.register(_close_open_streams)
+        atexit.register(close_open_streams)
         _registered = True
 
 
-def _close_open_streams() -> None:
+def close_open_streams() -> None:
+    """Close every stream that is still open; used at interpreter exit."""
     for stream in list(_OPEN):
         try:
             stream.close()
@@ -281,3 +282,6 @@ def _run(start: Start, handoff: Handoff, stop: threading.Event, termination: Ter
         if handoff.closed:
             logger.error("the run stopped after its stream was closed, with %s: %s", type(exc).__name__, exc)
     handoff.end(summary, error)
+    # The run has closed: a SIGTERM from now on goes to the previous handler,
+    # as after run() returns, even if the consumer never takes the end.
+    termination.end_run()

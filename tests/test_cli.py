@@ -801,3 +801,34 @@ def test_csv_extra_without_csv_output(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "--csv-extra extend applies to CSV outputs" in result.stderr
+
+
+def test_csv_extra_kept_with_where_all(tmp_path: Path) -> None:
+    # --where all would give CSV outputs extra="extend"; an explicit policy stays.
+    inputs = write_jsonl(tmp_path / "in.jsonl", [{"a": 1}, {"a": 2, "b": 3}])
+    output = tmp_path / "rows.csv"
+
+    result = run_cli(
+        "run", "tests.cli_jobs:echo", inputs, "-w", "1", "-o", output, "--where", "all", "--csv-extra", "ignore"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert output.read_text().splitlines()[0] == "a,status"
+
+
+def test_stdin_error_line_counts_lines_only(tmp_path: Path) -> None:
+    # A quiet spell between the lines must not count as lines.
+    command = [sys.executable, "-m", "syncagg", "run", "tests.cli_jobs:echo", "-", "--input-format", "jsonl"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert process.stdin is not None
+    process.stdin.write(b'{"a": 1}\n')
+    process.stdin.flush()
+    time.sleep(0.5)
+    process.stdin.write(b"not json\n")
+    process.stdin.close()
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 3
+    assert "standard input line 2 is not valid JSON" in stderr.decode()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+import syncagg.dispatcher as dispatcher_module
 from syncagg.dispatcher import PAUSE, Dispatcher
 from syncagg.jobranges import JobRanges
 
@@ -23,7 +27,8 @@ class Trickle:
             yield PAUSE
 
 
-def test_pause_ends_chunk_without_ending_inputs() -> None:
+def test_pause_ends_chunk_without_ending_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatcher_module, "_PAUSE_SECONDS", 0.0)
     dispatcher = Dispatcher(Trickle([[0, 1], [], [2, 3, 4]]), workers=1, done=JobRanges(), chunksize=10)
 
     first = dispatcher.next_chunk(0)
@@ -50,3 +55,25 @@ def test_pause_ignored_without_may_pause() -> None:
     assert chunk is not None
     assert list(chunk.items) == [0, PAUSE, 1]
     assert dispatcher.exhausted
+
+
+def test_reading_waits_after_pause() -> None:
+    # Right after a pause no slot reads, so quiet inputs hold up one read,
+    # not one per slot; once the wait is over the next read goes on.
+    read = []
+
+    class Counting(Trickle):
+        def __iter__(self) -> Iterator[Any]:
+            for item in super().__iter__():
+                read.append(item)
+                yield item
+
+    dispatcher = Dispatcher(Counting([[0], [1]]), workers=2, done=JobRanges(), chunksize=10)
+    assert dispatcher.next_chunk(0) is not None
+    assert dispatcher.next_chunk(1) is None
+    assert read == [0, PAUSE]
+
+    time.sleep(0.15)
+    chunk = dispatcher.next_chunk(1)
+    assert chunk is not None
+    assert list(chunk.items) == [1]

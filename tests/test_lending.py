@@ -10,11 +10,13 @@ neither stall the workers nor get overwritten, also across a worker's death.
 from __future__ import annotations
 
 import collections
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 import syncagg as sa
 from tests import transport_jobs
@@ -120,7 +122,7 @@ def test_writers_get_copies(tmp_path: Path) -> None:
     assert len(output.read_text().splitlines()) == 10
 
 
-def test_kept_views_do_not_stall_workers() -> None:
+def test_kept_views_do_not_stall_workers(caplog: pytest.LogCaptureFixture) -> None:
     # Every value is kept, 15 MiB in all, with 1 MiB regions: once the kept
     # views fill a region its worker sends each batch in a segment of its
     # own instead of waiting for bytes that are never freed.
@@ -134,7 +136,8 @@ def test_kept_views_do_not_stall_workers() -> None:
     aggregator = sa.Aggregator(
         strategy=sa.Reduce(keep, 0.0), workers=2, progress=False, ring_size=2 * _MiB
     )
-    summary = aggregator.run(transport_jobs.lent_ramp, range(count))
+    with caplog.at_level(logging.INFO, logger="syncagg"):
+        summary = aggregator.run(transport_jobs.lent_ramp, range(count))
 
     assert summary.value == float(sum(range(count)))
     # Read after the run, when the ring segment is unlinked: the views keep
@@ -143,6 +146,8 @@ def test_kept_views_do_not_stall_workers() -> None:
     assert sorted(firsts) == list(range(count))
     assert all(np.array_equal(value, _expected(x)) for x, value in zip(firsts, kept, strict=True))
     assert any(_lent(value) for value in kept)
+    # Said once, not once per batch.
+    assert len([r for r in caplog.records if "still referenced" in r.getMessage()]) == 1
 
 
 def test_accumulator_that_is_a_value_outlives_the_run() -> None:
@@ -199,3 +204,19 @@ def test_combine_of_arrays_is_lent() -> None:
     expected = sum(_expected(x) for x in range(COUNT))
     assert np.array_equal(summary.value, expected)
     assert not _lent(summary.value)
+
+
+def test_worker_accumulators_are_not_lent(caplog: pytest.LogCaptureFixture) -> None:
+    # A merge adopts a group's first accumulator and adds into it later, so
+    # accumulators folded in workers arrive as copies, and no region is held.
+    combiner = sa.GroupBy("group", sa.ArraySum("a"))
+    aggregator = sa.Aggregator(strategy=sa.Combine(combiner, in_workers=True), workers=2, progress=False)
+
+    with caplog.at_level(logging.INFO, logger="syncagg"):
+        summary = aggregator.run(transport_jobs.grouped_ramp, range(40))
+
+    assert set(summary.value) == {0, 1}
+    for group in (0, 1):
+        expected = sum(_expected(x) for x in range(group, 40, 2))
+        assert np.array_equal(summary.value[group], expected)
+    assert [r for r in caplog.records if "still referenced" in r.getMessage()] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import random
 import threading
@@ -17,7 +18,7 @@ from syncagg.ring import HEADER_SIZE, RingReader, RingWriter, region_offset
 from syncagg.segments import create_segment, new_run_prefix
 from syncagg.transport import ResultBatch, decode_message, encode_message
 
-CAPACITY = 1000
+CAPACITY = 1024
 
 
 def _alive() -> bool:
@@ -115,12 +116,13 @@ def test_message_wraps_to_region_start(segment: shared_memory.SharedMemory) -> N
     assert (start, end) == (0, 600)
     assert _read(reader, start, end) == first
 
-    # 600 + 600 passes the end of the 1000-byte area, so the message starts
-    # at the next lap and the 400 skipped bytes are released with it.
+    # The second message starts on the next 64-byte boundary, 640, and 640 +
+    # 600 passes the end of the 1024-byte area, so it starts at the next lap
+    # and the 424 skipped bytes are released with it.
     start, end = _write(writer, second)
-    assert (start, end) == (1000, 1600)
+    assert (start, end) == (1024, 1624)
     assert _read(reader, start, end) == second
-    assert reader.head == 1600
+    assert reader.head == 1624
 
     writer.release()
     reader.release()
@@ -132,7 +134,7 @@ def test_large_wrap_into_drained_region(segment: shared_memory.SharedMemory) -> 
     start, end = _write(writer, b"a" * 300)
     assert _read(reader, start, end) == b"a" * 300
 
-    # 800 bytes fit neither after the tail (700 left) nor in the 300 bytes
+    # 800 bytes fit neither after the aligned tail (704 left) nor in the 320 bytes
     # released before it, but the region is empty. An alive() that returns
     # False turns any wait into ConnectionError instead of a hang.
     start, target = writer.reserve(800, lambda: False)
@@ -140,7 +142,7 @@ def test_large_wrap_into_drained_region(segment: shared_memory.SharedMemory) -> 
         target[:] = b"b" * 800
     writer.commit(start + 800)
 
-    assert start == 1000
+    assert start == 1024
     assert _read(reader, start, start + 800) == b"b" * 800
     writer.release()
     reader.release()
@@ -163,7 +165,7 @@ def test_message_fills_region_exactly(segment: shared_memory.SharedMemory) -> No
 def test_oversized_message_rejected(segment: shared_memory.SharedMemory) -> None:
     writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
 
-    with pytest.raises(ValueError, match="exceeds the ring region of 1000"):
+    with pytest.raises(ValueError, match="exceeds the ring region of 1024"):
         writer.reserve(CAPACITY + 1, _alive)
 
     writer.release()
@@ -225,7 +227,7 @@ def test_writer_resumes_after_last_read(segment: shared_memory.SharedMemory) -> 
 
     replacement = RingWriter(segment.buf, 0, CAPACITY, start=reader.read_end)
     start, end = _write(replacement, b"b" * 500)
-    assert (start, end) == (300, 800)
+    assert (start, end) == (320, 820)
     assert _read(reader, start, end) == b"b" * 500
 
     replacement.release()
@@ -257,7 +259,7 @@ def test_writer_blocks_until_release(segment: shared_memory.SharedMemory) -> Non
     thread.join(timeout=30)
     assert not thread.is_alive()
     position, target = reserved.get_nowait()
-    assert position == 1000
+    assert position == 1024
     assert len(target) == 700
     assert writer.stall_seconds > 0
 
@@ -296,7 +298,9 @@ def test_random_messages_arrive_intact(segment: shared_memory.SharedMemory) -> N
     previous_end = 0
     for _ in payloads:
         start, end = descriptors.get(timeout=30)
-        if start != previous_end:
+        # Messages start on 64-byte boundaries.
+        assert start % 64 == 0
+        if start != -(-previous_end // 64) * 64:
             # The writer skipped to the start of the area; nothing else may move a message.
             assert start % CAPACITY == 0
             skips += 1
@@ -518,13 +522,13 @@ def test_lent_bytes_are_freed_in_order(segment: shared_memory.SharedMemory) -> N
     # Copied, not lent: freed as soon as the messages before it are.
     reader.release_to(third[1])
     assert reader.head == 0
-    assert reader.read_end == 600
+    assert reader.read_end == 676
     assert bytes(np.frombuffer(second_buffer, np.uint8)[:3]) == b"222"
 
     del second_buffer
     assert reader.head == 0
     del first_buffer
-    assert reader.head == 600
+    assert reader.head == 676
     assert not reader.lent
 
     writer.release()
@@ -589,5 +593,37 @@ def test_full_region_kept_by_a_view_is_refused(segment: shared_memory.SharedMemo
     assert reserved[0] == CAPACITY
     reserved[1].release()
 
+    writer.release()
+    reader.release()
+
+
+def test_head_never_moves_back(segment: shared_memory.SharedMemory) -> None:
+    reader = RingReader(segment.buf, 0, CAPACITY)
+
+    reader.release_to(512)
+    reader.release_to(256)
+
+    assert reader.head == 512
+    reader.release()
+
+
+def test_forked_copy_leaves_the_header_alone(segment: shared_memory.SharedMemory) -> None:
+    # A forked worker inherits the parent's lent buffers. Freeing its copies
+    # must not free the parent's bytes through the shared header.
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    start, end = _write(writer, b"f" * 400)
+    _, buffer = _lend_message(reader, start, end)
+
+    child = os.fork()
+    if child == 0:
+        del buffer
+        os._exit(0 if reader.head == 0 else 1)
+    _, status = os.waitpid(child, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert reader.head == 0
+    del buffer
+    assert reader.head == end
     writer.release()
     reader.release()

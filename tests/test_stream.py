@@ -346,3 +346,4 @@ def test_stream_of_large_arrays_with_small_byte_buffer() -> None:
 def test_bad_buffer_bytes_raises() -> None:
     with pytest.raises(ValueError, match="buffer_bytes"):
         sa.Aggregator(progress=False).stream(jobs.square, range(3), buffer_bytes=0)
+

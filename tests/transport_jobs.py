@@ -119,3 +119,8 @@ def lent_ramp_kill_once(item: tuple[str, int]) -> np.ndarray:
 def lent_row(x: int) -> dict[str, Any]:
     """Return a row holding ``lent_ramp(x)`` as a list-free array field."""
     return {"x": x, "a": lent_ramp(x)}
+
+
+def grouped_ramp(x: int) -> dict[str, Any]:
+    """Return a row with group ``x % 2`` and ``lent_ramp(x)``."""
+    return {"group": x % 2, "a": lent_ramp(x)}
