@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 
+from syncagg.cli_errors import UsageError
 from syncagg.outputs.base import Output
 from syncagg.outputs.csvfile import Csv
 from syncagg.pipeline import Pipeline
@@ -55,14 +56,16 @@ def fit_outputs(outputs: list[Output], pipeline: Pipeline | None) -> list[Output
     """Return the outputs, with CSV files able to add columns when failed rows come too.
 
     A CSV file takes its columns from its first rows. Failed rows and
-    successful rows have different columns, so each CSV output whose policy
-    is the default ``extra="error"`` gets ``extra="extend"``, which adds a
-    column when a row brings a new one. Another policy (``--csv-extra``)
-    stays.
+    successful rows have different columns, so each CSV output gets
+    ``extra="extend"``, which adds a column when a row brings a new one.
+    Raises ``UsageError`` for ``--csv-extra ignore``, which would drop them.
     """
     if pipeline is None or not pipeline.writes_failed():
         return outputs
-    return [
-        Csv(output.path, extra="extend") if type(output) is Csv and output.extra == "error" else output
-        for output in outputs
-    ]
+    for output in outputs:
+        if type(output) is Csv and output.extra == "ignore":
+            raise UsageError(
+                "--csv-extra ignore drops the columns of failed rows, which --where sends to "
+                f"{str(output.path)!r}; use --csv-extra extend, or leave it out"
+            )
+    return [Csv(output.path, extra="extend") if type(output) is Csv else output for output in outputs]

@@ -53,3 +53,9 @@ NOT_A_FUNCTION = 42
 def count_jobs(total: int, value: Any) -> int:
     """Count one more result, for a ``Reduce`` in tests."""
     return total + 1
+
+
+def slow_echo(item: Any) -> Any:
+    """Return the input after 100 ms, longer than the batch latency, so each result goes alone."""
+    time.sleep(0.1)
+    return item

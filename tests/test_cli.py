@@ -783,8 +783,8 @@ def test_csv_extra_keys_on_command_line(tmp_path: Path, policy: str, header: str
     inputs = write_jsonl(tmp_path / "in.jsonl", [{"a": 1}, {"a": 2, "b": 3}])
     output = tmp_path / "rows.csv"
 
-    stopped = run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "1", "-o", tmp_path / "stopped.csv")
-    result = run_cli("run", "tests.cli_jobs:echo", inputs, "-w", "1", "-o", output, "--csv-extra", policy)
+    stopped = run_cli("run", "tests.cli_jobs:slow_echo", inputs, "-w", "1", "-o", tmp_path / "stopped.csv")
+    result = run_cli("run", "tests.cli_jobs:slow_echo", inputs, "-w", "1", "-o", output, "--csv-extra", policy)
 
     assert stopped.returncode == 3
     assert "--csv-extra extend or ignore" in stopped.stderr
@@ -803,8 +803,9 @@ def test_csv_extra_without_csv_output(tmp_path: Path) -> None:
     assert "--csv-extra extend applies to CSV outputs" in result.stderr
 
 
-def test_csv_extra_kept_with_where_all(tmp_path: Path) -> None:
-    # --where all would give CSV outputs extra="extend"; an explicit policy stays.
+def test_csv_extra_ignore_with_where_all(tmp_path: Path) -> None:
+    # Failed rows bring their own columns, which a CSV output must add, so
+    # --where all gives CSV outputs extend, and an explicit ignore is an error.
     inputs = write_jsonl(tmp_path / "in.jsonl", [{"a": 1}, {"a": 2, "b": 3}])
     output = tmp_path / "rows.csv"
 
@@ -812,8 +813,9 @@ def test_csv_extra_kept_with_where_all(tmp_path: Path) -> None:
         "run", "tests.cli_jobs:echo", inputs, "-w", "1", "-o", output, "--where", "all", "--csv-extra", "ignore"
     )
 
-    assert result.returncode == 0, result.stderr
-    assert output.read_text().splitlines()[0] == "a,status"
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "--csv-extra ignore drops the columns of failed rows" in result.stderr
 
 
 def test_stdin_error_line_counts_lines_only(tmp_path: Path) -> None:
@@ -826,9 +828,7 @@ def test_stdin_error_line_counts_lines_only(tmp_path: Path) -> None:
     process.stdin.write(b'{"a": 1}\n')
     process.stdin.flush()
     time.sleep(0.5)
-    process.stdin.write(b"not json\n")
-    process.stdin.close()
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(b"not json\n", timeout=60)
 
     assert process.returncode == 3
     assert "standard input line 2 is not valid JSON" in stderr.decode()
