@@ -64,9 +64,9 @@ def measure(case: Case, in_workers: bool, count: int, workers: int) -> tuple[int
     received: list[int] = []
     decode = syncagg.pool.decode_message
 
-    def counting(view: memoryview) -> Any:
+    def counting(view: memoryview, *args: Any) -> Any:
         received.append(view.nbytes)
-        return decode(view)
+        return decode(view, *args)
 
     syncagg.pool.decode_message = counting
     try:
@@ -76,6 +76,9 @@ def measure(case: Case, in_workers: bool, count: int, workers: int) -> tuple[int
         summary = aggregator.run(case.fn, range(count))
     finally:
         syncagg.pool.decode_message = decode
+    if summary.counts["failed"]:
+        # A figure from a run whose jobs failed would time the failures.
+        raise RuntimeError(f"{case.name}: {summary.counts['failed']} of {count} jobs failed: {summary.failures[0]}")
     return sum(received), summary.elapsed
 
 
