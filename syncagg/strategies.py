@@ -215,7 +215,7 @@ class Reduce(Strategy):
         self.max_buffered = max_buffered
         self.wants_results = self.ordered
         self.wants_skipped = self.ordered
-        # In input order, early values wait in a buffer; in completion order
+        # In input order, early values wait in a buffer. In completion order
         # only an accumulator that is itself a value keeps one, until the
         # next value replaces it.
         self.borrows_values = not self.ordered

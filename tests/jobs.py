@@ -159,15 +159,20 @@ def unloadable_on_3(x: int) -> Any:
     return Unloadable() if x == 3 else x
 
 
+def _fork_sleeper(folder: str) -> None:
+    """Fork a child that sleeps for 5 minutes, and record its pid in ``folder/grandchild``."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(300)
+        os._exit(0)
+    Path(folder, "grandchild").write_text(str(child))
+
+
 def fork_then_die(item: tuple[str, int]) -> int:
     """On input 3, fork a child that sleeps and record its pid, then SIGKILL the worker."""
     folder, x = item
     if x == 3:
-        child = os.fork()
-        if child == 0:
-            time.sleep(300)
-            os._exit(0)
-        Path(folder, "grandchild").write_text(str(child))
+        _fork_sleeper(folder)
         os.kill(os.getpid(), signal.SIGKILL)
     return x
 
@@ -176,11 +181,7 @@ def fork_and_return(item: tuple[str, int]) -> int:
     """On input 3, fork a child that sleeps and record its pid; return the input."""
     folder, x = item
     if x == 3:
-        child = os.fork()
-        if child == 0:
-            time.sleep(300)
-            os._exit(0)
-        Path(folder, "grandchild").write_text(str(child))
+        _fork_sleeper(folder)
     return x
 
 

@@ -59,7 +59,7 @@ def test_pause_ignored_without_may_pause() -> None:
 
 def test_reading_waits_after_pause() -> None:
     # Right after a pause no slot reads, so quiet inputs hold up one read,
-    # not one per slot; once the wait is over the next read goes on.
+    # not one per slot. Once the wait is over, the next read goes on.
     read = []
 
     class Counting(Trickle):
