@@ -511,6 +511,36 @@ def test_json_int_beyond_64_bits(tmp_path: Path, output_type: type[Output]) -> N
     ] * 2
 
 
+def _nested(levels: int) -> list[Any]:
+    outer = inner = []
+    for _ in range(levels - 1):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (np.longdouble(1.5), "cannot encode a numpy longdouble as JSON, which has no Python type of the same precision; convert it with float(value)"),
+        ({(1, 2): 3}, "a dict in it has a key that is not a str, int, float, bool, None or date, such as a tuple; JSON keys are strings"),
+        (_nested(300), "it is nested more than 254 levels deep, deeper than orjson writes; flatten it"),
+    ],
+    ids=["longdouble", "tuple-key", "deep"],
+)
+def test_json_row_error_says_what_to_do(tmp_path: Path, value: Any, reason: str) -> None:
+    path = tmp_path / "rows.jsonl"
+    output = JsonLines(path, invalid="dead_letter")
+    output.open(None)
+    output.write([{"v": 1}, {"v": value}])
+    rejected = output.take_rejected()
+    output.finish()
+
+    assert [strict_json(line) for line in path.read_text(encoding="utf-8").splitlines()] == [{"v": 1}]
+    assert [r.index for r in rejected] == [1]
+    assert rejected[0].reason.startswith(f"column 'v': {reason}")
+
+
 def test_jsonl_dead_letter_keeps_others(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     output = JsonLines(path, invalid="dead_letter")

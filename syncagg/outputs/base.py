@@ -47,7 +47,14 @@ def json_default(value: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
         # orjson encodes only C-contiguous arrays of some dtypes itself, so
         # slices, transposes and object arrays arrive here.
-        return value.tolist()
+        plain = value.tolist()
+        if type(plain).__module__ == "numpy":
+            # numpy.longdouble and the like have no Python type to become.
+            raise TypeError(
+                f"cannot encode a numpy {type(plain).__name__} as JSON, which has no Python type "
+                "of the same precision; convert it with float(value) in the job function"
+            )
+        return plain
     raise TypeError(
         f"cannot encode a value of type {type(value).__qualname__} as JSON; return "
         "str, int, float, bool, None, dict, list, datetime, date, Decimal, bytes "

@@ -35,10 +35,26 @@ _NON_FINITE_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 # orjson's message for an int outside -2**63 to 2**64 - 1 (orjson 3).
 _ORJSON_INT_RANGE = "Integer exceeds 64-bit range"
+_ORJSON_KEY = "Dict key must a type serializable with OPT_NON_STR_KEYS"
+_ORJSON_DEPTH = "Recursion limit reached"
 _INT_RANGE_FIX = (
     "an integer is outside -2**63 to 2**64 - 1, the range that the JSON encoder "
     "(orjson) writes; return such values as str(value) in the job function"
 )
+
+
+# orjson's messages, and what the row error says in their place.
+_ORJSON_FIXES = {
+    _ORJSON_INT_RANGE: _INT_RANGE_FIX,
+    _ORJSON_KEY: (
+        "a dict in it has a key that is not a str, int, float, bool, None or date, such as a "
+        "tuple; JSON keys are strings, so convert such keys with str(key) in the job function"
+    ),
+    _ORJSON_DEPTH: (
+        "it is nested more than 254 levels deep, deeper than orjson writes; flatten it in "
+        "the job function"
+    ),
+}
 
 
 def check_nan_policy(nan: str) -> str:
@@ -73,9 +89,7 @@ def encode_value(value: Any, nan: str, option: int = 0) -> bytes:
         # orjson puts its own message on the error and keeps ours as the cause.
         cause = exc.__cause__
         message = str(cause) if isinstance(cause, TypeError) else str(exc)
-        if message == _ORJSON_INT_RANGE:
-            message = _INT_RANGE_FIX
-        raise TypeError(message) from None
+        raise TypeError(_ORJSON_FIXES.get(message, message)) from None
 
 
 def row_error(row: Any, nan: str) -> str:
