@@ -18,9 +18,11 @@ which would leave the run waiting forever.
   was running. So a task that fails this way charges no job. A task of
   several jobs is split in halves, and a single job becomes a suspect that
   runs alone, through ``run_marked``, which records on the scheduler that
-  the job started. If the worker dies after that record, the job is charged
-  like the job a local worker was running. After ``retries`` more attempts
-  it fails with ``syncagg.WorkerDied``.
+  the job started, and again when it ended. If the worker dies between the
+  two records, the job is charged like the job a local worker was running.
+  After ``retries`` more attempts it fails with ``syncagg.WorkerDied``. A
+  job that ended but whose result was lost with a worker that another task
+  killed runs again without charge.
 - With ``Combine(combiner, in_workers=True)`` each task folds its values
   on the worker, so one accumulator per task travels back instead of
   every value.
@@ -96,12 +98,17 @@ def run_marked(
     """Run jobs on a Dask worker once the scheduler has stored, under ``topic``, that this task started.
 
     ``Client.log_event`` waits for the scheduler's reply, so the record
-    exists even when the first job kills its worker at once.
+    exists even when the first job kills its worker at once. A second
+    record, ``done KEY``, says the jobs ended: a worker that dies after it,
+    before the result was fetched, was killed by another task.
     """
     distributed = sys.modules["distributed"]  # always loaded in a Dask worker
     key = distributed.get_worker().get_current_task()
-    distributed.get_client().log_event(topic, key)
-    return run_chunk(fn, job_ids, items, combiner)
+    client = distributed.get_client()
+    client.log_event(topic, key)
+    batch = run_chunk(fn, job_ids, items, combiner)
+    client.log_event(topic, f"done {key}")
+    return batch
 
 
 @dataclass
@@ -299,7 +306,7 @@ class DaskSource(Source):
             # Not a lost worker (a task cancelled by someone else, a lost
             # scheduler): charge this task's jobs, not the dropped ones.
             started = part.job_ids[-1]
-        elif part.marked and part.key in self._started():
+        elif part.marked and self._killed_while_running(part.key):
             running = part.job_ids[0]
         else:
             # The task may only have waited on the lost worker, so no job is
@@ -321,6 +328,15 @@ class DaskSource(Source):
         for failure in failures:
             self._groups.pop(failure.job_id, None)
         sink.add_failures(failures)
+
+    def _killed_while_running(self, key: str) -> bool:
+        """Return whether the marked task ``key`` started and its jobs had not ended when its worker died.
+
+        A task whose jobs ended lost only its result, which waited on the
+        worker for the fetch when another task killed that worker.
+        """
+        records = self._started()
+        return key in records and f"done {key}" not in records
 
     def _started(self) -> set[str]:
         """Return the keys of the marked tasks that started, as the scheduler stored them.
