@@ -415,8 +415,12 @@ class Aggregator:
         if extras.stop is None:
             extras = dataclasses.replace(extras, stop=threading.Event())
         assert extras.stop is not None
-        with stopped_at_exit(extras.stop):
-            return self._execute_open(function, make_source, inputs, chunksize, extras, began)
+        with stopped_at_exit(extras.stop) as exiting:
+            summary = self._execute_open(function, make_source, inputs, chunksize, extras, began)
+        if exiting.is_set():
+            # The thread of this call ends here, quietly, instead of acting on part of the results.
+            raise SystemExit(0)
+        return summary
 
     def _restore_strategy(self, saved: Any) -> None:
         """Restore the strategy from a checkpoint; ``CheckpointError`` if the state does not fit."""

@@ -592,6 +592,12 @@ def _report_stop(reason: str, checkpoint: Path | None) -> None:
             f"syncagg run: {reason}; no --checkpoint was given, so the run starts over next time",
             file=sys.stderr,
         )
+    elif not checkpoint.exists():
+        print(
+            f"syncagg run: {reason} before the first checkpoint; {checkpoint} was not written, "
+            "so the same command starts over",
+            file=sys.stderr,
+        )
     else:
         print(
             f"syncagg run: {reason}; {checkpoint} contains the jobs done so far, so running the same command resumes",

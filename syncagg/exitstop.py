@@ -23,24 +23,30 @@ logger = logging.getLogger("syncagg.aggregator")
 # How long the exit handler waits for each stopped run to return.
 _WAIT_SECONDS = 30.0
 
-# id of the run's "returned" event -> (the event that stops the run, that event).
-_OPEN: dict[int, tuple[threading.Event, threading.Event]] = {}
+# id of the run's "returned" event -> (the event that stops the run, that event,
+# the event that tells the run the interpreter is exiting).
+_OPEN: dict[int, tuple[threading.Event, threading.Event, threading.Event]] = {}
 _lock = threading.Lock()
 _registered = False
 
 
 @contextlib.contextmanager
-def stopped_at_exit(stop: threading.Event) -> Iterator[None]:
-    """Register a run for the block's duration: at interpreter exit, ``stop`` is set and the block awaited."""
+def stopped_at_exit(stop: threading.Event) -> Iterator[threading.Event]:
+    """Register a run for the block's duration: at interpreter exit, ``stop`` is set and the block awaited.
+
+    Yields an event that is set when the exit stopped the run, so the
+    caller can end instead of returning a summary of part of the run.
+    """
     global _registered
     returned = threading.Event()
+    exiting = threading.Event()
     with _lock:
         if not _registered:
             atexit.register(_stop_open_runs)
             _registered = True
-        _OPEN[id(returned)] = (stop, returned)
+        _OPEN[id(returned)] = (stop, returned, exiting)
     try:
-        yield
+        yield exiting
     finally:
         with _lock:
             _OPEN.pop(id(returned), None)
@@ -57,8 +63,9 @@ def _stop_open_runs() -> None:
         runs = list(_OPEN.values())
     if runs:
         logger.warning("the interpreter is exiting; stopping %d open run(s) after a last checkpoint", len(runs))
-    for stop, _ in runs:
+    for stop, _, exiting in runs:
+        exiting.set()
         stop.set()
-    for _, returned in runs:
+    for _, returned, _ in runs:
         if not returned.wait(_WAIT_SECONDS):
             logger.error("a run did not stop within %.0f s of the interpreter's exit", _WAIT_SECONDS)

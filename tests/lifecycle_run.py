@@ -9,7 +9,8 @@ MODE is one of:
   A run that completes writes ``OUT/value.json`` as ``tests.resumable_run`` does.
 - ``daemon-thread``: the run goes on in a daemon thread, and the main thread
   returns once a checkpoint records 50 jobs, so the interpreter exits while
-  the run is still going.
+  the run is still going. Were ``run`` to return, it would create
+  ``OUT/returned``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def main() -> None:
     if mode != "daemon-thread":
         raise SystemExit(f"unknown mode {mode!r}")
 
-    thread = threading.Thread(target=aggregator.run, args=(jobs.sleepy_square, range(count)), daemon=True)
+    def run_then_mark() -> None:
+        # Reached only if run() returns: a run stopped by the exit must not.
+        aggregator.run(jobs.sleepy_square, range(count))
+        (out / "returned").touch()
+
+    thread = threading.Thread(target=run_then_mark, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while done_jobs(out / "run.sqlite") < 50:

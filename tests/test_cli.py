@@ -832,3 +832,18 @@ def test_stdin_error_line_counts_lines_only(tmp_path: Path) -> None:
 
     assert process.returncode == 3
     assert "standard input line 2 is not valid JSON" in stderr.decode()
+
+
+def test_stop_before_first_checkpoint_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from syncagg.cli import _report_stop
+
+    _report_stop("interrupted by Ctrl-C", tmp_path / "run.sqlite")
+    (tmp_path / "run.sqlite").touch()
+    _report_stop("interrupted by Ctrl-C", tmp_path / "run.sqlite")
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        f"syncagg run: interrupted by Ctrl-C before the first checkpoint; {tmp_path / 'run.sqlite'} "
+        "was not written, so the same command starts over"
+    )
+    assert lines[1].endswith("contains the jobs done so far, so running the same command resumes")
