@@ -416,7 +416,19 @@ class Aggregator:
             extras = dataclasses.replace(extras, stop=threading.Event())
         assert extras.stop is not None
         with stopped_at_exit(extras.stop) as exiting:
-            summary = self._execute_open(function, make_source, inputs, chunksize, extras, began)
+            checkpoint = self._open_checkpoint(function, inputs)
+            try:
+                state = checkpoint.load() if checkpoint else None
+                if state is not None and state.status == "finished":
+                    logger.info("checkpoint %s records a finished run; nothing to do", self.checkpoint)
+                    summary = self._finished_summary(state, began)
+                else:
+                    summary = self._run(
+                        make_source, inputs, chunksize, checkpoint, state or CheckpointState(), began, extras
+                    )
+            finally:
+                if checkpoint is not None:
+                    checkpoint.close()
         if exiting.is_set():
             # The thread of this call ends here, quietly, instead of acting on part of the results.
             raise SystemExit(0)
@@ -432,27 +444,6 @@ class Aggregator:
                 f"{self.strategy.describe()} cannot restore ({type(exc).__name__}: {exc}); the file "
                 "is damaged or comes from another strategy, so delete it to start afresh"
             ) from exc
-
-    def _execute_open(
-        self,
-        function: str,
-        make_source: Callable[[], Source],
-        inputs: Iterable[Any],
-        chunksize: int | None,
-        extras: _Extras,
-        began: float,
-    ) -> RunSummary:
-        checkpoint = self._open_checkpoint(function, inputs)
-        try:
-            state = checkpoint.load() if checkpoint else None
-            if state is not None and state.status == "finished":
-                logger.info("checkpoint %s records a finished run; nothing to do", self.checkpoint)
-                return self._finished_summary(state, began)
-            state = state or CheckpointState()
-            return self._run(make_source, inputs, chunksize, checkpoint, state, began, extras)
-        finally:
-            if checkpoint is not None:
-                checkpoint.close()
 
     def _run(
         self,

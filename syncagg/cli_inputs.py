@@ -167,7 +167,6 @@ def _text_lines(path: str) -> Iterator[str | Pause]:
 
 def _decoded(lines: Iterator[bytes | Pause]) -> Iterator[str | Pause]:
     """Decode standard input's lines as UTF-8, dropping a byte order mark before the first."""
-    first = True
     number = 0
     for line in lines:
         if line is PAUSE:
@@ -175,9 +174,8 @@ def _decoded(lines: Iterator[bytes | Pause]) -> Iterator[str | Pause]:
             continue
         assert isinstance(line, bytes)
         number += 1
-        if first and line.startswith(codecs.BOM_UTF8):
+        if number == 1 and line.startswith(codecs.BOM_UTF8):
             line = line[len(codecs.BOM_UTF8) :]
-        first = False
         try:
             yield _without_ending(line.decode("utf-8"))
         except UnicodeDecodeError as exc:
