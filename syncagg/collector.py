@@ -129,7 +129,7 @@ class Collector:
 
     @property
     def drops_values(self) -> bool:
-        """Whether nothing but the strategy sees a value, and the strategy lets go of it.
+        """Whether only the strategy receives values, and it keeps no reference to them.
 
         Values may then be views of shared memory that the worker reuses
         once they are gone. Writers, hooks, streams and pipeline stages may

@@ -99,8 +99,8 @@ def run_marked(
 
     ``Client.log_event`` waits for the scheduler's reply, so the record
     exists even when the first job kills its worker at once. A second
-    record, ``done KEY``, says the jobs ended: a worker that dies after it,
-    before the result was fetched, was killed by another task.
+    record, ``done KEY``, marks the end of the jobs. A worker that dies after
+    it, before the result was fetched, was killed by another task.
     """
     distributed = sys.modules["distributed"]  # always loaded in a Dask worker
     key = distributed.get_worker().get_current_task()

@@ -24,7 +24,7 @@ logger = logging.getLogger("syncagg.aggregator")
 _WAIT_SECONDS = 30.0
 
 # id of the run's "returned" event -> (the event that stops the run, that event,
-# the event that tells the run the interpreter is exiting).
+# the event set when the interpreter's exit stopped the run).
 _OPEN: dict[int, tuple[threading.Event, threading.Event, threading.Event]] = {}
 _lock = threading.Lock()
 _registered = False

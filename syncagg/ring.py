@@ -83,7 +83,7 @@ _ALIGN = 64
 # doubles up to this bound, in case it missed the parent's wake-up.
 _MAX_SLEEP = 0.005
 
-# A worker waiting for space asks to be woken once 1 / _WAKE_SPARE of the
+# A worker waiting for space requests a wake-up once 1 / _WAKE_SPARE of the
 # region is free beyond what its message needs.
 _WAKE_SPARE = 4
 
@@ -317,10 +317,10 @@ class Loan:
             self._reader.free_settled()
 
     def _returned(self, _: weakref.ref[Any]) -> None:
-        # Runs in whichever thread dropped the last reference to the buffer,
-        # and in a forked worker whose copy of the parent's objects is freed:
-        # there it must not touch the parent's header, nor wait for a lock
-        # that a parent thread held at the fork.
+        # Runs in whichever thread dropped the last reference to the buffer.
+        # It also runs in a forked worker that frees its copy of the parent's
+        # objects, which must neither write the parent's header nor wait for
+        # a lock that a parent thread held at the fork.
         assert self._reader is not None
         if not self._reader.in_owner:
             return

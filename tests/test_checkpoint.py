@@ -484,7 +484,7 @@ def test_hand_edited_value_raises(tmp_path: Path, key: str, value: Any, expected
 
 def test_strategy_state_that_does_not_fit_raises(tmp_path: Path) -> None:
     # An ordered Reduce restores a tuple of the accumulator and the values
-    # that wait; a dict put in by hand fails, and the error names the file.
+    # that wait. A dict put in by hand fails, and the error names the file.
     path = tmp_path / "run.sqlite"
     sa.Aggregator(
         strategy=sa.Reduce(jobs.add_square, 0, ordered=True), checkpoint=path, workers=1, progress=False

@@ -535,7 +535,7 @@ def test_lent_bytes_are_freed_in_order(segment: shared_memory.SharedMemory) -> N
     reader.release()
 
 
-def test_lent_array_keeps_bytes_until_its_last_view_dies(segment: shared_memory.SharedMemory) -> None:
+def test_lent_bytes_kept_by_last_view(segment: shared_memory.SharedMemory) -> None:
     writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
     reader = RingReader(segment.buf, 0, CAPACITY)
     start, end = _write(writer, np.arange(50, dtype=np.float64).tobytes())

@@ -73,7 +73,7 @@ class Combiner(abc.ABC):
         defines ``__init__`` calls ``super().__init__(field)``, which sets
         ``self.pick``.
 
-    A combiner whose accumulator holds values themselves, not numbers or
+    A combiner whose accumulator contains values themselves, not numbers or
     copies computed from them, sets the class attribute ``keeps_values``,
     so that ``Combine`` hands it values that own their memory.
 

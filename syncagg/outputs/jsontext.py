@@ -43,7 +43,7 @@ _INT_RANGE_FIX = (
 )
 
 
-# orjson's messages, and what the row error says in their place.
+# orjson's messages, and the row error message that replaces each.
 _ORJSON_FIXES = {
     _ORJSON_INT_RANGE: _INT_RANGE_FIX,
     _ORJSON_KEY: (
