@@ -38,7 +38,7 @@ from syncagg.segments import (
     segment_buffer,
     unlink_segment,
 )
-from syncagg.transport import ResultBatch, decode_message, refers_to_ring
+from syncagg.transport import ResultBatch, decode_message
 from syncagg.worker import SPACE_MESSAGE, STOP_SIGNALS, WorkerSpec, worker_main
 
 __all__ = ["Slot", "UndecodableBatch", "WorkerPool"]
@@ -361,15 +361,8 @@ def _close_segment(segment: shared_memory.SharedMemory) -> None:
 def _decode(
     view: memoryview, slot: Slot, count: int, lend: Callable[[memoryview], Any] | None = None
 ) -> ResultBatch:
-    # The ring reader and lend are passed only when needed, so that a
-    # wrapper of decode_message that takes the view alone keeps working.
     try:
-        if lend is not None:
-            batch: ResultBatch = decode_message(view, slot.ring.view, lend)
-        elif refers_to_ring(view):
-            batch = decode_message(view, slot.ring.view)
-        else:
-            batch = decode_message(view)
+        batch: ResultBatch = decode_message(view, slot.ring.view, lend)
         return batch
     except BaseException as exc:  # noqa: BLE001 - any unpickling error fails the batch's jobs
         # This runs in the collector thread, where Ctrl-C never arrives, so

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LEND_MIN_BYTES", "ResultBatch", "decode_message", "encode_message", "estimate_size", "refers_to_ring"]
+__all__ = ["LEND_MIN_BYTES", "ResultBatch", "decode_message", "encode_message", "estimate_size"]
 
 _HEAD = struct.Struct("<IIQ")
 _BUFFER = struct.Struct("<QQ")
@@ -226,12 +226,6 @@ def encode_message(obj: Any, locate: RingLocator | None = None) -> EncodedMessag
     the message then refers to instead of copying them.
     """
     return EncodedMessage(obj, locate)
-
-
-def refers_to_ring(source: memoryview) -> bool:
-    """Return whether a message refers to buffers in the ring region by position."""
-    count = _HEAD.unpack_from(source, 0)[0]
-    return any(_BUFFER.unpack_from(source, _HEAD.size + i * _BUFFER.size)[1] for i in range(count))
 
 
 # Buffers from this size up may be lent out as views instead of copied. Below
