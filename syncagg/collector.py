@@ -410,7 +410,7 @@ class Collector:
             batch.values[i] if value is _FROM_BATCH else value,
             None if error is None else JobError(*error),
             batch.worker_pid,
-            batch.started[i],
+            batch.started_at(i),
             batch.finished[i],
             attempts,
         )

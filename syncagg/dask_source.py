@@ -40,7 +40,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +91,7 @@ def cluster_threads(client: Any) -> int:
 def run_marked(
     fn: Callable[[Any], Any],
     job_ids: range | list[int],
-    items: list[Any],
+    items: Sequence[Any],
     combiner: Combiner | None,
     topic: str,
 ) -> ResultBatch:

@@ -24,6 +24,7 @@ from typing import Any
 
 from syncagg.jobranges import JobRanges
 from syncagg.records import JobError, JobResult, Status
+from syncagg.transport import ResultBatch
 
 __all__ = ["Chunk", "Dispatcher", "Segment", "Started", "default_key"]
 
@@ -32,15 +33,16 @@ logger = logging.getLogger("syncagg.dispatcher")
 # A chunk should hold about this many seconds of work: long enough that
 # sending it costs little, short enough to keep the workers balanced.
 _CHUNK_SECONDS = 0.05
-_MAX_CHUNK = 4096
-_CHUNKS_PER_WORKER = 2
-# Jobs of each batch whose times set the chunk size.
-_OBSERVED_JOBS = 256
-
-
+_MAX_CHUNK = 32768
+# Pickled size that chunks are cut down to, estimated from the chunk before,
+# so that large inputs do not pile up in the workers and a chunk fits in an
+# empty task pipe.
+_CHUNK_BYTES = 1024 * 1024
+_CHUNKS_PER_WORKER = 4
 
 # After an input iterable paused, reading waits this long before it tries again.
 _PAUSE_SECONDS = 0.1
+
 
 class Pause:
     """The type of ``PAUSE``."""
@@ -55,6 +57,7 @@ class Pause:
 # trickle in run without waiting for a full chunk.
 PAUSE = Pause()
 
+
 class Started(enum.Enum):
     """What ``Dispatcher.worker_died`` receives when a source cannot tell which jobs started."""
 
@@ -66,16 +69,17 @@ class Chunk:
     """Jobs sent to one worker in one message.
 
     ``job_ids`` is a ``range`` for fresh inputs, which pickles in a few
-    bytes, and a list for retried jobs. ``done`` counts the jobs at the front
+    bytes, and a list for retried jobs. ``items`` is a ``range`` too when
+    the inputs are one. ``done`` counts the jobs at the front
     whose results have arrived.
     """
 
     job_ids: range | list[int]
-    items: list[Any]
+    items: Sequence[Any]
     attempts: list[int]
     done: int = 0
 
-    def message(self) -> tuple[range | list[int], list[Any]]:
+    def message(self) -> tuple[range | list[int], Sequence[Any]]:
         """Return what the worker receives."""
         return (self.job_ids, self.items)
 
@@ -128,6 +132,9 @@ class Dispatcher:
         # reads do not each wait for quiet inputs.
         self._pausing = bool(getattr(inputs, "may_pause", False))
         self._paused_at = -math.inf
+        # A range of inputs goes out as ranges: a few bytes a chunk to pickle,
+        # instead of one integer an input in the parent and the worker.
+        self._range = inputs if type(inputs) is range else None
         if type(inputs) in (range, list, tuple):
             # Iterating these cannot raise, and islice reads their iterators
             # in C, about ten times faster than through the generator.
@@ -148,6 +155,8 @@ class Dispatcher:
         # Without timings yet, start small; the first results set the size.
         self.chunksize = chunksize or 1
         self._max_chunk = _MAX_CHUNK
+        # Lowered by measure_payload for inputs of many bytes each.
+        self._byte_cap = _MAX_CHUNK
         if total is not None and chunksize is None:
             self._max_chunk = max(1, min(_MAX_CHUNK, -(-total // (workers * 4))))
 
@@ -168,15 +177,15 @@ class Dispatcher:
         stored in ``input_error`` and ends the reading. The chunk counts as
         in flight only after ``register``.
         """
-        limit = self.chunksize * _CHUNKS_PER_WORKER
-        room = min(self.chunksize, limit - self._in_flight[slot])
-        if room <= 0:
+        # Whole chunks only: topping the worker up after every result batch
+        # would send a message, and wake the worker's task reader, per batch.
+        if self._in_flight[slot] > self.chunksize * (_CHUNKS_PER_WORKER - 1):
             return None
         if self._retry.job_ids:
-            return self._take_retries(room)
+            return self._take_retries(self.chunksize)
         if self.exhausted or time.monotonic() - self._paused_at < _PAUSE_SECONDS:
             return None
-        return self._read(room)
+        return self._read(self.chunksize)
 
     def _take_retries(self, room: int) -> Chunk:
         retry = self._retry
@@ -208,8 +217,10 @@ class Dispatcher:
             if chunk is not None or self.exhausted:
                 return chunk
 
-    def _read_items(self, room: int) -> tuple[list[Any], bool]:
+    def _read_items(self, room: int) -> tuple[Sequence[Any], bool]:
         """Read up to ``room`` inputs; the flag is true when a ``PAUSE`` ended the reading."""
+        if self._range is not None:
+            return self._range[self._next_id : self._next_id + room], False
         if not self._pausing:
             return list(itertools.islice(self._inputs, room)), False
         items: list[Any] = []
@@ -220,7 +231,7 @@ class Dispatcher:
             items.append(item)
         return items, False
 
-    def _without_done(self, first: int, items: list[Any]) -> Chunk | None:
+    def _without_done(self, first: int, items: Sequence[Any]) -> Chunk | None:
         """Drop inputs that an earlier run finished; ``None`` if all were."""
         done = self._done
         job_ids = [first + i for i in range(len(items)) if first + i not in done]
@@ -231,11 +242,11 @@ class Dispatcher:
 
     def register(self, slot: int, chunk: Chunk) -> None:
         """Count a chunk as sent to a worker."""
-        if any(chunk.attempts):
-            chunk.attempts = [attempts + 1 for attempts in chunk.attempts]
-        else:
+        if type(chunk.job_ids) is range:
             # Fresh inputs: a C-speed fill instead of a loop per job.
             chunk.attempts = [1] * len(chunk.attempts)
+        else:
+            chunk.attempts = [attempts + 1 for attempts in chunk.attempts]
         self._chunks[slot].append(chunk)
         self._in_flight[slot] += len(chunk.items)
 
@@ -288,15 +299,32 @@ class Dispatcher:
                 chunks.popleft()
         return segments
 
-    def observe(self, started: Sequence[float], finished: Sequence[float]) -> None:
-        """Adapt the chunk size to the measured time per job."""
-        if self._fixed_chunksize is not None or not started:
+    def observe(self, batch: ResultBatch) -> None:
+        """Adapt the chunk size to the measured time per job.
+
+        The time per job is the batch's span over its length: two reads, and
+        it counts what the worker spends between jobs as well. The size grows
+        at once but shrinks by half at most per batch, because a worker that
+        the system paused for a few milliseconds inside one batch makes its
+        jobs look slow. A chunk size that drops ten times for one such batch
+        shrinks the work held by the worker with it, and the worker then
+        waits for new inputs.
+        """
+        if self._fixed_chunksize is not None or not batch.finished:
             return
-        # The first jobs of a batch measure the rate as well as all of them,
-        # and summing a long batch would cost as much as collecting it.
-        count = min(len(started), _OBSERVED_JOBS)
-        per_job = max((sum(finished[:count]) - sum(started[:count])) / count, 1e-7)
-        self.chunksize = max(1, min(self._max_chunk, int(_CHUNK_SECONDS / per_job)))
+        per_job = max((batch.finished[-1] - batch.started_at(0)) / len(batch.finished), 1e-7)
+        target = max(1, min(self._max_chunk, int(_CHUNK_SECONDS / per_job)))
+        self.chunksize = min(max(target, self.chunksize // 2), self._byte_cap)
+
+    def measure_payload(self, nbytes: int, count: int) -> None:
+        """Cap the chunk size so that a chunk pickles to about ``_CHUNK_BYTES``.
+
+        ``nbytes`` is the pickled size of a chunk of ``count`` inputs.
+        """
+        if self._fixed_chunksize is not None or count == 0:
+            return
+        self._byte_cap = max(1, _CHUNK_BYTES * count // max(nbytes, 1))
+        self.chunksize = min(self.chunksize, self._byte_cap)
 
     def held_jobs(self, slot: int) -> list[int]:
         """Return the ids of a worker's jobs whose results have not arrived, in the order sent."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +49,7 @@ class Threads:
 def run_chunk(
     fn: Callable[[Any], Any],
     job_ids: range | list[int],
-    items: list[Any],
+    items: Sequence[Any],
     combiner: Combiner | None = None,
 ) -> ResultBatch:
     """Run ``fn`` on each input; an exception makes that job's error entry.
@@ -57,9 +57,9 @@ def run_chunk(
     With a ``combiner`` the chunk's values are folded into one accumulator
     in ``partials``, as a worker process does per batch (see ``folding.py``).
     """
-    batch = ResultBatch(os.getpid())
+    batch = ResultBatch(os.getpid(), job_ids=job_ids)
     folder = None if combiner is None else BatchFolder(combiner)
-    for index, (job_id, item) in enumerate(zip(job_ids, items, strict=True)):
+    for index, item in enumerate(items):
         started = time.time()
         try:
             value = fn(item)
@@ -71,9 +71,8 @@ def run_chunk(
                 value, error = folder.add(value)
                 if error is not None:
                     batch.errors[index] = error
-        batch.job_ids.append(job_id)
         batch.values.append(value)
-        batch.started.append(started)
+        batch.starts[index] = started
         batch.finished.append(time.time())
     if folder is not None:
         batch.partials = folder.take()
@@ -202,7 +201,8 @@ class FutureSource(Source):
         done, _ = wait(list(self._pending), timeout=timeout, return_when=FIRST_COMPLETED)
         for future in done:
             slot, job_id = self._pending.pop(future)
-            batch = ResultBatch(0, [job_id], [None], [time.time()], [time.time()])
+            now = time.time()
+            batch = ResultBatch(0, [job_id], [None], {0: now}, [now])
             try:
                 batch.values[0] = future.result()
             except BaseException as exc:  # noqa: BLE001 - a failed job, like fn raising

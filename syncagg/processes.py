@@ -56,7 +56,7 @@ class ProcessSource(Source):
             if slot.index in exited:
                 continue
             if is_result_pipe:
-                self._receive(slot, dispatcher, sink)
+                self._receive(slot, dispatcher, sink, drain=False)
             else:
                 exited.add(slot.index)
                 self._worker_exited(slot, dispatcher, sink)
@@ -81,8 +81,14 @@ class ProcessSource(Source):
     def close(self) -> None:
         self.pool.close()
 
-    def _receive(self, slot: Slot, dispatcher: Dispatcher, sink: Sink) -> None:
-        """Handle every message waiting on a worker's result pipe; never blocks."""
+    def _receive(self, slot: Slot, dispatcher: Dispatcher, sink: Sink, drain: bool = True) -> None:
+        """Handle the messages waiting on a worker's result pipe; never blocks.
+
+        Without ``drain`` it stops after one batch, so that the run loop
+        sends the worker new inputs before it reads the next batch. A worker
+        that is ahead of the collector has many batches waiting, and reading
+        them all first left it without work for tens of milliseconds.
+        """
         conn: Connection = slot.results
         try:
             while conn.poll(0):
@@ -99,6 +105,8 @@ class ProcessSource(Source):
                 # A worker that waited for ring space was not running a job
                 # meanwhile, so its clock starts again.
                 self._running.pop(slot.index, None)
+                if not drain:
+                    return
         except (EOFError, OSError):
             # The worker is gone; its sentinel reports it.
             return
@@ -165,6 +173,7 @@ class ProcessSource(Source):
             payload = pickle.dumps(chunk.message(), protocol=pickle.HIGHEST_PROTOCOL)
 
         dispatcher.register(slot.index, chunk)
+        dispatcher.measure_payload(len(payload), len(chunk.items))
         try:
             slot.tasks.send_bytes(payload)
         except OSError:
@@ -180,7 +189,9 @@ def _as_timeout(failure: JobResult) -> JobResult:
 
 def _drop_unpicklable(chunk: Chunk, dispatcher: Dispatcher, sink: Sink) -> Chunk:
     """Fail the inputs that cannot be pickled and return a chunk of the rest."""
-    kept = Chunk([], [], [])
+    job_ids: list[int] = []
+    items: list[Any] = []
+    kept_attempts: list[int] = []
     failed = []
     for job_id, item, attempts in zip(chunk.job_ids, chunk.items, chunk.attempts, strict=True):
         try:
@@ -188,13 +199,12 @@ def _drop_unpicklable(chunk: Chunk, dispatcher: Dispatcher, sink: Sink) -> Chunk
         except Exception as exc:  # noqa: BLE001 - the input fails its job, whatever the error
             failed.append(_unpicklable(job_id, dispatcher.key(item), item, attempts + 1, exc))
             continue
-        assert isinstance(kept.job_ids, list)
-        kept.job_ids.append(job_id)
-        kept.items.append(item)
-        kept.attempts.append(attempts)
+        job_ids.append(job_id)
+        items.append(item)
+        kept_attempts.append(attempts)
 
     sink.add_failures(failed)
-    return kept
+    return Chunk(job_ids, items, kept_attempts)
 
 
 def _unpicklable(job_id: int, key: str, item: Any, attempts: int, exc: Exception) -> JobResult:

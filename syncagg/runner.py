@@ -169,7 +169,7 @@ class RunLoop:
     def add_batch(self, slot: int, batch: ResultBatch) -> None:
         """Collect a batch of results from one slot; may block on a full writer queue."""
         segments = self.dispatcher.complete(slot, batch.job_ids)
-        self.dispatcher.observe(batch.started, batch.finished)
+        self.dispatcher.observe(batch)
         self.collector.add_batch(batch, segments)
         self._since_checkpoint += len(batch)
 

@@ -55,9 +55,13 @@ class ResultBatch:
 
     Column storage keeps pickling cheap: a list of floats or ints pickles far
     faster than the same values spread over one object per result. Worker
-    processes send the time columns as ``array.array("d")``, which pickles
-    and unpickles as one memory copy and frees no float objects one by one;
-    other sources use lists.
+    processes send ``finished`` as ``array.array("d")``, which pickles and
+    unpickles as one memory copy and frees no float objects one by one;
+    other sources use lists. A job starts when the one before it finishes,
+    except where ``starts`` (index to time) says otherwise, as it does for
+    the first job; ``started_at`` reads the two together, and a worker
+    appends one time a job instead of two. ``job_ids`` is a ``range`` when
+    a worker process ran consecutive jobs, as it does with fresh inputs.
     ``errors`` maps an index in the columns to ``(type, message, traceback)``
     of a failed job, whose value is ``None``. ``partials`` contains one
     accumulator when the worker folded the batch's values itself
@@ -66,9 +70,9 @@ class ResultBatch:
     """
 
     worker_pid: int
-    job_ids: list[int] = field(default_factory=list)
+    job_ids: range | list[int] = field(default_factory=list)
     values: list[Any] = field(default_factory=list)
-    started: MutableSequence[float] = field(default_factory=list)
+    starts: dict[int, float] = field(default_factory=dict)
     finished: MutableSequence[float] = field(default_factory=list)
     errors: dict[int, tuple[str, str, str]] = field(default_factory=dict)
     partials: list[Any] = field(default_factory=list)
@@ -78,9 +82,14 @@ class ResultBatch:
 
     def __reduce__(self) -> tuple[Any, ...]:
         fields = (
-            self.worker_pid, self.job_ids, self.values, self.started, self.finished, self.errors, self.partials
+            self.worker_pid, self.job_ids, self.values, self.starts, self.finished, self.errors, self.partials
         )
         return (ResultBatch, fields)
+
+    def started_at(self, index: int) -> float:
+        """Return when the job at ``index`` started."""
+        start = self.starts.get(index)
+        return self.finished[index - 1] if start is None else start
 
 
 # Estimated encoded sizes of common scalar types, looked up before any test.

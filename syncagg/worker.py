@@ -185,11 +185,11 @@ def _run_jobs(
 
 
 def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender: BatchSender) -> None:
-    # The hot loop of a worker. Per job it publishes the job id (one 8-byte
-    # store), calls fn, reads the clock once, because a job starts when the
-    # one before it finished, and appends to three columns held in local
-    # names. The job ids enter the batch as slices of the chunk's ids, and
-    # BatchSender.check sizes the batch only when the clock passes
+    # The hot loop of a worker. Per job it publishes 1 + the job id (one
+    # 8-byte store), calls fn, reads the clock once, because a job starts
+    # when the one before it finished, and appends to two columns held in
+    # local names. The job ids enter the batch as slices of the chunk's ids,
+    # and BatchSender.check sizes the batch only when the clock passes
     # ``next_check``, which it sets well before the batch can be full or old.
     job_ids, items = chunk
     clock = time.time
@@ -198,13 +198,12 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender
     # ``base + i`` of the batch; the ids before ``first`` are in the batch.
     first = 0
     ring.set_busy()
-    started = clock()
-    batch, base, next_check = sender.open(started)
+    batch, base, next_check = sender.open(clock())
     values, errors = batch.values, batch.errors
-    add_value, add_start, add_end = values.append, batch.started.append, batch.finished.append
+    add_value, add_end = values.append, batch.finished.append
 
-    for job_id, item in zip(job_ids, items, strict=True):
-        jobs[0] = job_id + 1
+    for published, item in zip(_published(job_ids), items, strict=True):
+        jobs[0] = published
         try:
             value = fn(item)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the job fails, the worker goes on
@@ -212,9 +211,7 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender
             errors[len(values)] = error_fields(exc)
         finished = clock()
         add_value(value)
-        add_start(started)
         add_end(finished)
-        started = finished
         if finished < next_check:
             continue
 
@@ -225,13 +222,19 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender
         if sender.batch is not batch:
             # Flushed: the next job opens a new batch, after the time the write took.
             ring.set_busy()
-            started = clock()
-            batch, base, next_check = sender.open(started)
+            batch, base, next_check = sender.open(clock())
             values, errors = batch.values, batch.errors
-            add_value, add_start, add_end = values.append, batch.started.append, batch.finished.append
+            add_value, add_end = values.append, batch.finished.append
 
     sender.add_ids(job_ids[first : first + len(values) - base])
     sender.next_check = next_check
+
+
+def _published(job_ids: range | list[int]) -> range | list[int]:
+    """Return 1 + each job id, the form the ring header publishes."""
+    if isinstance(job_ids, range) and job_ids.step == 1:
+        return range(job_ids.start + 1, job_ids.stop + 1)
+    return [job_id + 1 for job_id in job_ids]
 
 
 def _fold_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender: BatchSender) -> None:
@@ -276,9 +279,9 @@ class BatchSender:
         self._new_batch()
 
     def _new_batch(self) -> None:
-        # Time columns are arrays from the start: they pickle as one copy
-        # each, and appending a float to one costs no more than to a list.
-        self.batch = ResultBatch(os.getpid(), started=array("d"), finished=array("d"))
+        # The finished column is an array from the start: it pickles as one
+        # copy, and the parent unpickles no float objects one by one.
+        self.batch = ResultBatch(os.getpid(), finished=array("d"))
         self.size = 0  # estimated encoded bytes of the values sized so far
         self.checked = 0  # values sized so far
         # Sizing a value costs as much as the rest of the hot loop, so only
@@ -288,15 +291,33 @@ class BatchSender:
         self.deadline = math.inf  # when the batch is older than the latency bound
 
     def open(self, started: float) -> tuple[ResultBatch, int, float]:
-        """Start the batch's clock if it is empty; return it, its length and the next check time."""
+        """Record when the next job starts; return the batch, its length and the next check time.
+
+        The batch's clock starts with its first job.
+        """
         batch = self.batch
-        if not batch.values:
+        count = len(batch.values)
+        if not count:
             self.deadline = started + self.latency
-        return batch, len(batch.values), self.next_check
+        batch.starts[count] = started
+        return batch, count, self.next_check
 
     def add_ids(self, ids: range | list[int]) -> None:
-        """Append the ids of the jobs whose values were appended since the last call."""
-        self.batch.job_ids.extend(ids)
+        """Append the ids of the jobs whose values were appended since the last call.
+
+        Consecutive ids stay a ``range``, which pickles in a few bytes
+        instead of one integer a job.
+        """
+        batch = self.batch
+        before = batch.job_ids
+        if not before:
+            batch.job_ids = ids
+        elif type(before) is range and type(ids) is range and before.stop == ids.start:
+            batch.job_ids = range(before.start, ids.stop)
+        else:
+            if type(before) is range:
+                before = batch.job_ids = list(before)
+            before.extend(ids)
 
     # NOTE: the thread that runs jobs also flushes, so results held in a batch
     # wait while the next job runs: a job far longer than batch_latency
@@ -346,9 +367,8 @@ class BatchSender:
             value, error = self.folder.add(value)
         if error is not None:
             batch.errors[len(batch.values)] = error
-        batch.job_ids.append(job_id)
+        self.add_ids(range(job_id, job_id + 1))
         batch.values.append(value)
-        batch.started.append(started)
         batch.finished.append(finished)
         self.next_check = self.check(finished)
 

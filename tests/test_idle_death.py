@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +58,7 @@ def _ready_worker(source: ProcessSource, dispatcher: Dispatcher, sink: Recording
 
 
 def _fill(source: ProcessSource, dispatcher: Dispatcher, sink: RecordingSink) -> None:
-    """Send slot 0 chunks until it holds two, the most the dispatcher allows."""
+    """Send slot 0 two chunks of 5."""
     for _ in range(2):
         source.dispatch(dispatcher, sink)
 
@@ -195,3 +196,56 @@ def test_fresh_worker_charges_none() -> None:
 
     assert failed == []
     assert [job_id for job_id, _ in _retried(dispatcher)] == list(range(10))
+
+
+def test_large_chunk_goes_out_while_worker_is_stopped() -> None:
+    # Six 100 kB inputs fill the default 64 KiB pipe nine times over. The
+    # task pipe is widened, so the collector's send returns at once, even
+    # though the stopped worker reads nothing.
+    inputs = [bytes([i]) * 100_000 for i in range(6)]
+    dispatcher = Dispatcher(inputs, workers=1, done=JobRanges(), chunksize=6)
+    sink = RecordingSink(dispatcher)
+    pool = WorkerPool(len, workers=1, region_bytes=_MiB, batch_bytes=_MiB, batch_latency=0.05)
+    source = ProcessSource(pool)
+    sender = threading.Thread(target=source.dispatch, args=(dispatcher, sink), daemon=True)
+    try:
+        pid = _ready_worker(source, dispatcher, sink)
+        os.kill(pid, signal.SIGSTOP)
+        sender.start()
+        sender.join(5)
+        sent_while_stopped = not sender.is_alive()
+        os.kill(pid, signal.SIGCONT)
+        sender.join()
+        _poll_until(source, dispatcher, sink, lambda: dispatcher.in_flight == 0)
+    finally:
+        source.close()
+
+    assert sent_while_stopped
+    assert sink.values == {i: [100_000] for i in range(6)}
+
+
+def test_poll_reads_one_batch_of_a_worker_at_a_time() -> None:
+    # Between two batches of the same worker the run loop sends new inputs,
+    # so a worker that is ahead of the collector does not run dry.
+    dispatcher = Dispatcher(range(20), workers=1, done=JobRanges(), chunksize=20)
+    sink = RecordingSink(dispatcher)
+    pool = WorkerPool(jobs.square, workers=1, region_bytes=_MiB, batch_bytes=1, batch_latency=0.05)
+    source = ProcessSource(pool)
+    try:
+        _ready_worker(source, dispatcher, sink)
+        source.dispatch(dispatcher, sink)
+        deadline = time.monotonic() + 60
+        while pool.slots[0].ring.started_job() != 19 or pool.slots[0].ring.running_job() is not None:
+            assert time.monotonic() < deadline, "timed out waiting for the worker"
+            time.sleep(0.01)
+        # The last job's result is on its way into the pipe.
+        time.sleep(0.2)
+
+        source.poll(0.05, dispatcher, sink)
+        after_one_poll = sorted(sink.values)
+        _poll_until(source, dispatcher, sink, lambda: dispatcher.in_flight == 0)
+    finally:
+        source.close()
+
+    assert after_one_poll == [0]
+    assert sink.values == {i: [jobs.square(i)] for i in range(20)}

@@ -94,7 +94,7 @@ def _batch(values: list[Any]) -> ResultBatch:
         worker_pid=1234,
         job_ids=list(range(count)),
         values=values,
-        started=[float(i) for i in range(count)],
+        starts={0: -0.5},
         finished=[float(i) + 0.5 for i in range(count)],
         errors={},
     )
@@ -484,7 +484,7 @@ def test_batch_columns_round_trip() -> None:
         worker_pid=4321,
         job_ids=[10, 11, 12],
         values=[{"x": 10}, None, np.arange(3)],
-        started=[1.0, 2.0, 3.0],
+        starts={0: 1.0, 2: 3.0},
         finished=[1.5, 2.5, 3.5],
         errors={1: ("ValueError", "bad input", "Traceback ...")},
     )
@@ -497,7 +497,7 @@ def test_batch_columns_round_trip() -> None:
     assert decoded.values[0] == {"x": 10}
     assert decoded.values[1] is None
     np.testing.assert_array_equal(decoded.values[2], np.arange(3))
-    assert decoded.started == [1.0, 2.0, 3.0]
+    assert [decoded.started_at(i) for i in range(3)] == [1.0, 1.5, 3.0]
     assert decoded.finished == [1.5, 2.5, 3.5]
     assert decoded.errors == {1: ("ValueError", "bad input", "Traceback ...")}
 

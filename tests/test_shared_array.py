@@ -61,7 +61,7 @@ def test_message_refers_to_allocated_array(segment: shared_memory.SharedMemory) 
     def locate(buffer: memoryview) -> int | None:
         return position if np.frombuffer(buffer, np.uint8).ctypes.data == address else None
 
-    batch = ResultBatch(1, [0], [array], [0.0], [1.0])
+    batch = ResultBatch(1, [0], [array], {0: 0.0}, [1.0])
     message = encode_message(batch, locate)
     start, target = writer.reserve(message.size, _alive)
     with target:

@@ -71,7 +71,7 @@ def test_chunks_keep_ids_aligned(segment: shared_memory.SharedMemory, batch_byte
     # A fresh chunk, then a chunk of retried jobs in no particular order.
     chunks: list[tuple[range | list[int], list[int]]] = [
         (range(0, 500), list(range(0, 500))),
-        ([903, 901, 902, 950], [903, 901, 902, 950]),
+        ([1903, 1901, 1902, 1950], [1903, 1901, 1902, 1950]),
         (range(500, 1500), list(range(500, 1500))),
     ]
 
@@ -88,12 +88,17 @@ def test_chunks_keep_ids_aligned(segment: shared_memory.SharedMemory, batch_byte
     assert reader.started_job() == 1499
     if batch_bytes == 1:
         assert [len(batch) for batch in pipe.batches] == [1] * len(expected_ids)
+    retried = set(chunks[1][0])
     for batch in pipe.batches:
+        # Ids of fresh chunks only travel as one range, whatever chunks they span.
+        assert isinstance(batch.job_ids, range) == retried.isdisjoint(batch.job_ids)
         assert len(batch.values) == len(batch.job_ids)
-        assert len(batch.started) == len(batch.job_ids)
+        assert 0 in batch.starts
         assert len(batch.finished) == len(batch.job_ids)
         for i, job_id in enumerate(batch.job_ids):
-            assert batch.started[i] <= batch.finished[i]
+            assert batch.started_at(i) <= batch.finished[i]
+            if i:
+                assert batch.started_at(i) >= batch.finished[i - 1]
             if job_id % 7 == 3:
                 assert batch.values[i] is None
                 assert batch.errors[i][:2] == ("ValueError", f"no row for {job_id}")
