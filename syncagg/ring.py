@@ -20,7 +20,9 @@ nothing held. Byte layout of region ``i``, which starts at
 Positions are absolute byte counts that only grow, so ``tail - head`` is
 the number of bytes in use. A message is always contiguous: when it does not
 fit before the end of the data area, the writer skips to the start of the
-area, and the skipped bytes are released together with the message. The
+area, and the skipped bytes are released together with the message. It
+also skips there when the parent has freed every byte, so that a ring the
+parent keeps empty reuses the same few cached MiBs. The
 fields sit on separate 64-byte lines so the two processes do not contend
 for one cache line.
 
@@ -126,6 +128,11 @@ class RingWriter:
         # about, so the parent frees it in time. Bytes from ``sent`` to the
         # tail are arrays allocated for a batch not sent yet.
         self.sent = start
+        # Bytes before the floor are free: the parent had freed everything
+        # when the writer last skipped to the start of the area. Not
+        # ``start``: a replacement worker starts after bytes that views the
+        # parent lent out may still use.
+        self._floor = 0
         # The address of the data area, to find which buffers lie in it.
         self.address = ctypes.addressof(ctypes.c_char.from_buffer(self._data))
 
@@ -161,8 +168,19 @@ class RingWriter:
         # so arrays that the parent lends as views of the ring are aligned.
         start = _aligned(self.tail)
         offset = start % self.capacity
-        if offset + size > self.capacity:
-            start += self.capacity - offset
+        area_start = start + self.capacity - offset
+        freed = self._freed() >= self.tail
+        if offset and (offset + size > self.capacity or freed):
+            # Skip to the start of the area when the message does not fit
+            # before its end, and also when every byte is free: the caches
+            # likely still contain the first bytes, and not the ones ahead.
+            # A 1 MiB copy into a 32 MiB area took 90 us when it went round
+            # the whole area, 25 us when it reused the first MiBs.
+            if freed:
+                # Everything before the tail is free, so ``sent`` equals the
+                # tail, and the bytes skipped are free too.
+                self.sent = self._floor = area_start
+            start = area_start
             offset = 0
 
         if not self._wait_for_space(start + size, alive):
@@ -218,7 +236,7 @@ class RingWriter:
         # free even when ``end - head``, which counts the skipped bytes,
         # exceeds the capacity. Without this case a message larger than both
         # the skipped bytes and the bytes before the tail would wait forever.
-        head = self._head()
+        head = self._freed()
         return end - head <= self.capacity or head >= self.tail
 
     def _wait_for_space(self, end: int, alive: Callable[[], bool]) -> bool:
@@ -261,6 +279,10 @@ class RingWriter:
                 self._space.wait(timeout)
             timeout = min(timeout * 2, _MAX_SLEEP)
         self.stall_seconds += time.perf_counter() - began
+
+    def _freed(self) -> int:
+        """Return the position before which every byte is free."""
+        return max(self._head(), self._floor)
 
     def _head(self) -> int:
         head: int = _U64.unpack_from(self._header, _HEAD)[0]

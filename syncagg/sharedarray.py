@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["shared_array"]
+__all__ = ["ring_copy", "shared_array"]
 
 # BatchSender.allocate of this worker process; None outside a worker.
 _allocate: Callable[[int], memoryview | None] | None = None
@@ -57,3 +57,19 @@ def shared_array(shape: int | tuple[int, ...], dtype: npt.DTypeLike = np.float64
     if view is None:
         return np.empty(dims, dtype=kind)
     return np.frombuffer(view, dtype=kind, count=count).reshape(dims)
+
+
+def ring_copy(array: np.ndarray[Any, Any], allocate: Callable[[int], memoryview | None]) -> np.ndarray[Any, Any] | None:
+    """Return a copy of ``array`` in memory from ``allocate``, or ``None`` if it cannot move.
+
+    Only C-contiguous arrays without Python objects move; the rest, and
+    arrays that ``allocate`` finds no room for, are pickled as they are.
+    """
+    if not array.flags.c_contiguous or array.dtype.hasobject or array.nbytes == 0:
+        return None
+    view = allocate(array.nbytes)
+    if view is None:
+        return None
+    copy = np.frombuffer(view, dtype=array.dtype, count=array.size).reshape(array.shape)
+    np.copyto(copy, array)
+    return copy

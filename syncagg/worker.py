@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+import numpy as np
+
 from syncagg import sharedarray
 from syncagg.combiners import Combiner
 from syncagg.folding import BatchFolder
@@ -32,6 +34,7 @@ from syncagg.records import error_fields
 from syncagg.ring import RingWriter
 from syncagg.segments import attach_segment, create_segment, segment_buffer, segment_exists
 from syncagg.transport import (
+    LEND_MIN_BYTES,
     EncodedMessage,
     ResultBatch,
     RingLocator,
@@ -218,6 +221,9 @@ def _run_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sender
         position = first + len(values) - base
         sender.add_ids(job_ids[first:position])
         first, base = position, len(values)
+        # Dropped, so that a large array which check moves into the ring is
+        # freed before the next job allocates its own.
+        value = None
         next_check = sender.check(finished)
         if sender.batch is not batch:
             # Flushed: the next job opens a new batch, after the time the write took.
@@ -254,6 +260,9 @@ def _fold_chunk(fn: Callable[[Any], Any], chunk: _Chunk, ring: RingWriter, sende
 
 
 
+# A batch is full once arrays in the ring take this share of the region.
+_RING_BATCH_SHARE = 4
+
 # Below this many values to a full batch, every job's value is sized: sizing
 # large values costs little beside making them.
 _CHECK_EACH_BELOW = 16
@@ -276,6 +285,8 @@ class BatchSender:
         # the pending batch; only the thread that runs jobs may allocate.
         self._arrays: list[tuple[int, int, int]] = []
         self._thread = threading.get_ident()
+        # Bytes of arrays in the ring that make a batch full.
+        self._ring_batch_bytes = ring.capacity // _RING_BATCH_SHARE
         self._new_batch()
 
     def _new_batch(self) -> None:
@@ -337,12 +348,20 @@ class BatchSender:
         added = len(values) - self.checked
         estimate = estimate_size(values[-1]) if values else 1
         self.size += added * estimate
+        if estimate >= LEND_MIN_BYTES and self._move_last(values):
+            # The message refers to the array in the ring instead of copying it.
+            self.size -= values[-1].nbytes
         self.checked = len(values)
+        in_ring = self._ring.tail - self._ring.sent
         # A job slower than the latency bound passes the deadline on its own,
         # so its result goes out now instead of waiting for the next one.
-        if self.size >= self.batch_bytes or now >= self.deadline:
+        if self.size >= self.batch_bytes or now >= self.deadline or in_ring >= self._ring_batch_bytes:
             self.flush()
             return self.next_check
+        if in_ring:
+            # Arrays wait in the ring: each job is checked, so that each large
+            # array moves there as soon as its job returns it.
+            return now
 
         values_to_full = (self.batch_bytes - self.size) / max(estimate, 1)
         if values_to_full < _CHECK_EACH_BELOW:
@@ -352,6 +371,26 @@ class BatchSender:
         age = now - (self.deadline - self.latency)
         seconds_to_full = values_to_full * age / self.checked
         return min(self.deadline, now + min(age, max(seconds_to_full, age / 8)))
+
+    def _move_last(self, values: list[Any]) -> bool:
+        """Move the last value into the ring if it is a numpy array; return whether it lies there.
+
+        Copied right away, the job's own array is freed before the next job
+        runs, and the allocator hands the same memory to that job instead of
+        faulting in fresh pages. A batch can then carry several large arrays
+        in one message, up to a quarter of the region.
+        """
+        value = values[-1]
+        if type(value) is not np.ndarray:
+            return False
+        if self._holds(value.__array_interface__["data"][0], value.nbytes) is not None:
+            # From shared_array: already in the ring.
+            return True
+        moved = sharedarray.ring_copy(value, self.allocate)
+        if moved is None:
+            return False
+        values[-1] = moved
+        return True
 
     def add(
         self,
@@ -453,8 +492,12 @@ class BatchSender:
         except (TypeError, ValueError):
             # Read-only or empty: not a view that allocate handed out as is.
             return None
-        for position, nbytes, base in self._arrays:
-            if base <= address and address + buffer.nbytes <= base + nbytes:
+        return self._holds(address, buffer.nbytes)
+
+    def _holds(self, address: int, nbytes: int) -> int | None:
+        """Return the ring position of ``nbytes`` at ``address`` if ``allocate`` reserved them, else ``None``."""
+        for position, size, base in self._arrays:
+            if base <= address and address + nbytes <= base + size:
                 return position + address - base
         return None
 

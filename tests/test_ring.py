@@ -227,10 +227,39 @@ def test_writer_resumes_after_last_read(segment: shared_memory.SharedMemory) -> 
 
     replacement = RingWriter(segment.buf, 0, CAPACITY, start=reader.read_end)
     start, end = _write(replacement, b"b" * 500)
-    assert (start, end) == (320, 820)
+    # The parent has freed every message read, so the replacement starts
+    # over at the start of the area, past the half-written message.
+    assert (start, end) == (CAPACITY, CAPACITY + 500)
     assert _read(reader, start, end) == b"b" * 500
 
     replacement.release()
+    reader.release()
+
+
+def test_writer_starts_over_once_everything_is_freed(segment: shared_memory.SharedMemory) -> None:
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    start, end = _write(writer, b"a" * 100)
+    assert (start, end) == (0, 100)
+
+    # Not freed yet: the next message follows, on a 64-byte boundary.
+    start, end = _write(writer, b"b" * 100)
+    assert (start, end) == (128, 228)
+
+    assert _read(reader, 0, 100) == b"a" * 100
+    assert _read(reader, 128, 228) == b"b" * 100
+    # Everything is freed: an array goes to the start of the area, and the
+    # message after it fits although 796 skipped bytes lie between.
+    reserved = writer.allocate(600, _alive)
+    assert reserved is not None
+    position, view = reserved
+    view.release()
+    assert position == CAPACITY
+    start, end = _write(writer, b"c" * 300)
+    assert (start, end) == (CAPACITY + 640, CAPACITY + 940)
+    assert writer.fits(64)
+
+    writer.release()
     reader.release()
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
 from typing import Any
 
+import numpy as np
 import pytest
 
 from syncagg.ring import HEADER_SIZE, RingReader, RingWriter
@@ -131,5 +133,89 @@ def test_large_values_do_not_overshoot_batch(segment: shared_memory.SharedMemory
     assert sum(sizes) == 200
     # 8,016 estimated bytes a value: the fourth reaches 32,000.
     assert max(sizes) == 4
+    writer.release()
+    reader.release()
+
+
+_MOVED_LENGTH = 8192  # 64 KiB of float64: the smallest array that moves into the ring
+_LARGE_CAPACITY = 1024 * 1024
+_freed_before_next: list[bool] = []
+_last_returned: list[weakref.ref[np.ndarray]] = []
+
+
+def _array_noting_frees(x: int) -> np.ndarray:
+    # Notes whether the array of the job before is gone by now.
+    if _last_returned:
+        _freed_before_next.append(_last_returned[-1]() is None)
+    array = np.full(_MOVED_LENGTH, float(x))
+    _last_returned.append(weakref.ref(array))
+    return array
+
+
+@pytest.fixture()
+def large_segment() -> Iterator[shared_memory.SharedMemory]:
+    created = create_segment(f"{new_run_prefix()}ring", HEADER_SIZE + _LARGE_CAPACITY)
+    yield created
+    created.close()
+    created.unlink()
+
+
+def test_arrays_move_into_ring_as_jobs_return(large_segment: shared_memory.SharedMemory) -> None:
+    writer = RingWriter(large_segment.buf, 0, _LARGE_CAPACITY, start=0)
+    reader = RingReader(large_segment.buf, 0, _LARGE_CAPACITY)
+    pipe = ReadingPipe(reader)
+    sender = BatchSender(writer, Spec(pipe, batch_bytes=1_000_000), _alive)  # type: ignore[arg-type]
+    _freed_before_next.clear()
+    _last_returned.clear()
+
+    _run_chunk(_array_noting_frees, (range(10), list(range(10))), writer, sender)
+    writer.set_running(None)
+    sender.flush()
+
+    # Each array is copied into the ring as its job returns, so the job's
+    # own array is freed before the next job runs.
+    assert _freed_before_next == [True] * 9
+    # A quarter of the 1 MiB region fills a batch: four 64 KiB arrays.
+    assert [len(batch) for batch in pipe.batches] == [4, 4, 2]
+    values = [value for batch in pipe.batches for value in batch.values]
+    for x, value in enumerate(values):
+        np.testing.assert_array_equal(value, np.full(_MOVED_LENGTH, float(x)))
+    writer.release()
+    reader.release()
+
+
+def _odd_array(kind: int) -> np.ndarray:
+    base = np.arange(_MOVED_LENGTH, dtype=np.float64).reshape(64, 128)
+    if kind == 0:
+        return base
+    if kind == 1:
+        return np.asfortranarray(base)
+    if kind == 2:
+        return base.astype(">f8")
+    if kind == 3:
+        return base[:, ::2]
+    return base.astype(object)
+
+
+def test_arrays_of_every_layout_arrive_intact(segment: shared_memory.SharedMemory) -> None:
+    # C-ordered and big-endian arrays move into the ring; Fortran-ordered,
+    # strided and object arrays are pickled as they are. All arrive equal.
+    writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
+    reader = RingReader(segment.buf, 0, CAPACITY)
+    pipe = ReadingPipe(reader)
+    sender = BatchSender(writer, Spec(pipe, batch_bytes=1_000_000), _alive)  # type: ignore[arg-type]
+
+    _run_chunk(_odd_array, (range(5), list(range(5))), writer, sender)
+    writer.set_running(None)
+    sender.flush()
+
+    values = [value for batch in pipe.batches for value in batch.values]
+    assert len(values) == 5
+    for kind, value in enumerate(values):
+        expected = _odd_array(kind)
+        assert value.dtype == expected.dtype
+        assert value.shape == expected.shape
+        assert value.flags.f_contiguous == expected.flags.f_contiguous
+        np.testing.assert_array_equal(value, expected)
     writer.release()
     reader.release()
