@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from collections.abc import Iterator
@@ -12,10 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from syncagg.batching import BatchSender
 from syncagg.ring import HEADER_SIZE, RingReader, RingWriter
 from syncagg.segments import create_segment, new_run_prefix
 from syncagg.transport import ResultBatch, decode_message
-from syncagg.worker import BatchSender, _run_chunk
+from syncagg.worker import _run_chunk
 
 CAPACITY = 256 * 1024
 
@@ -56,12 +58,20 @@ class Spec:
     combiner: None = None
 
 
+@contextlib.contextmanager
+def _ring_segment(capacity: int) -> Iterator[shared_memory.SharedMemory]:
+    created = create_segment(f"{new_run_prefix()}ring", HEADER_SIZE + capacity)
+    try:
+        yield created
+    finally:
+        created.close()
+        created.unlink()
+
+
 @pytest.fixture()
 def segment() -> Iterator[shared_memory.SharedMemory]:
-    created = create_segment(f"{new_run_prefix()}ring", HEADER_SIZE + CAPACITY)
-    yield created
-    created.close()
-    created.unlink()
+    with _ring_segment(CAPACITY) as created:
+        yield created
 
 
 @pytest.mark.parametrize("batch_bytes", [1, 2_000, 1_000_000], ids=["every-job", "small", "large"])
@@ -154,10 +164,8 @@ def _array_noting_frees(x: int) -> np.ndarray:
 
 @pytest.fixture()
 def large_segment() -> Iterator[shared_memory.SharedMemory]:
-    created = create_segment(f"{new_run_prefix()}ring", HEADER_SIZE + _LARGE_CAPACITY)
-    yield created
-    created.close()
-    created.unlink()
+    with _ring_segment(_LARGE_CAPACITY) as created:
+        yield created
 
 
 def test_arrays_move_into_ring_as_jobs_return(large_segment: shared_memory.SharedMemory) -> None:
