@@ -159,12 +159,19 @@ class BatchSender:
         in one message, up to a quarter of the region.
         """
         value = values[-1]
-        if type(value) is not np.ndarray:
+        if self.folder is not None or type(value) is not np.ndarray:
             return False
         if self._holds(value.__array_interface__["data"][0], value.nbytes) is not None:
             # From shared_array: already in the ring.
             return True
-        moved = sharedarray.ring_copy(value, self.allocate)
+
+        # Waiting for ring space is no job, as in flush: the parent's
+        # timeout clock stops until the next job starts.
+        self._ring.set_running(None)
+        try:
+            moved = sharedarray.ring_copy(value, self.allocate)
+        finally:
+            self._ring.set_busy()
         if moved is None:
             return False
         values[-1] = moved

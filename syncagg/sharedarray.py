@@ -70,6 +70,8 @@ def ring_copy(array: np.ndarray[Any, Any], allocate: Callable[[int], memoryview 
     view = allocate(array.nbytes)
     if view is None:
         return None
-    copy = np.frombuffer(view, dtype=array.dtype, count=array.size).reshape(array.shape)
-    np.copyto(copy, array)
-    return copy
+    # Bytes, not elements: numpy copies a structured array field by field
+    # and would leave its padding as the ring had it, with bytes of an
+    # earlier result.
+    np.frombuffer(view, dtype=np.uint8)[:] = array.reshape(-1).view(np.uint8)
+    return np.frombuffer(view, dtype=array.dtype, count=array.size).reshape(array.shape)

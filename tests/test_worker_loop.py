@@ -192,6 +192,10 @@ def test_arrays_move_into_ring_as_jobs_return(large_segment: shared_memory.Share
     reader.release()
 
 
+# Elements of one byte and one float64, with 7 bytes of padding between them.
+_PADDED = np.dtype([("a", "u1"), ("b", "<f8")], align=True)
+
+
 def _odd_array(kind: int) -> np.ndarray:
     base = np.arange(_MOVED_LENGTH, dtype=np.float64).reshape(64, 128)
     if kind == 0:
@@ -202,28 +206,36 @@ def _odd_array(kind: int) -> np.ndarray:
         return base.astype(">f8")
     if kind == 3:
         return base[:, ::2]
-    return base.astype(object)
+    if kind == 4:
+        return base.astype(object)
+    if kind == 5:
+        # Leaves 0xAB bytes in the ring where the next array is written.
+        return np.full(_MOVED_LENGTH * 16, 0xAB, dtype=np.uint8)
+    return np.zeros(_MOVED_LENGTH, dtype=_PADDED)
 
 
 def test_arrays_of_every_layout_arrive_intact(segment: shared_memory.SharedMemory) -> None:
-    # C-ordered and big-endian arrays move into the ring; Fortran-ordered,
-    # strided and object arrays are pickled as they are. All arrive equal.
+    # C-ordered, big-endian and structured arrays move into the ring;
+    # Fortran-ordered, strided and object arrays are pickled as they are.
+    # All arrive equal, padding bytes included.
     writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
     reader = RingReader(segment.buf, 0, CAPACITY)
     pipe = ReadingPipe(reader)
     sender = BatchSender(writer, Spec(pipe, batch_bytes=1_000_000), _alive)  # type: ignore[arg-type]
 
-    _run_chunk(_odd_array, (range(5), list(range(5))), writer, sender)
+    _run_chunk(_odd_array, (range(7), list(range(7))), writer, sender)
     writer.set_running(None)
     sender.flush()
 
     values = [value for batch in pipe.batches for value in batch.values]
-    assert len(values) == 5
+    assert len(values) == 7
     for kind, value in enumerate(values):
         expected = _odd_array(kind)
         assert value.dtype == expected.dtype
         assert value.shape == expected.shape
         assert value.flags.f_contiguous == expected.flags.f_contiguous
         np.testing.assert_array_equal(value, expected)
+        if kind != 4:
+            assert value.tobytes() == expected.tobytes()
     writer.release()
     reader.release()
