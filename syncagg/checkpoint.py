@@ -25,6 +25,7 @@ from sqlitedict import SqliteDict, decode
 from syncagg.errors import CheckpointError, CheckpointMismatchError
 from syncagg.jobranges import JobRanges
 from syncagg.records import JobResult
+from syncagg.settings import inputs_in_words
 
 __all__ = ["Checkpoint", "CheckpointState"]
 
@@ -239,7 +240,7 @@ class Checkpoint:
 
     def _check_fingerprint(self, stored: dict[str, Any]) -> None:
         differences = [
-            f"{key}: checkpoint has {stored.get(key)!r}, this run has {self.fingerprint.get(key)!r}"
+            f"{key}: checkpoint has {_shown(key, stored.get(key))}, this run has {_shown(key, self.fingerprint.get(key))}"
             for key in sorted(set(stored) | set(self.fingerprint))
             if stored.get(key) != self.fingerprint.get(key)
         ]
@@ -321,3 +322,10 @@ class Checkpoint:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _shown(key: str, value: Any) -> str:
+    """Return a fingerprint value as a mismatch message shows it."""
+    if key == "inputs" and value is not None:
+        return inputs_in_words(value)
+    return repr(value)

@@ -222,7 +222,8 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
         help=(
             "what a CSV output does with a row whose keys the first rows lacked: stop "
             "the run (error, the default), drop those keys (ignore), or add them as "
-            "columns (extend), which rewrites the header"
+            "columns (extend), which rewrites the header; with --where all or failed, "
+            "CSV outputs always extend"
         ),
     )
     run.add_argument(

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from syncagg.cli_errors import UsageError
-from syncagg.cli_inputs import InputFiles
+from syncagg.settings import inputs_in_words
 
 __all__ = ["describe_checkpoint", "format_report"]
 
@@ -82,7 +82,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         ("status", report["status"]),
         ("function", report["function"]),
         ("strategy", report["strategy"]),
-        ("inputs", _inputs_text(report["inputs"])),
+        ("inputs", inputs_in_words(report["inputs"])),
         (
             "jobs done",
             f"{report['done']} ({report['ok']} ok, {report['failed']} failed)",
@@ -172,23 +172,6 @@ def _iso(updated: float | None) -> str | None:
         .astimezone()
         .isoformat(timespec="seconds")
     )
-
-
-def _inputs_text(inputs: Any) -> str:
-    """Return the fingerprint's description of the inputs in words.
-
-    The fingerprint records the inputs' type and length, not the file names.
-    """
-    if not isinstance(inputs, str):
-        return "unknown"
-    sized = _SIZED.fullmatch(inputs)
-    if sized and sized.group(1) == InputFiles.__qualname__:
-        return f"{sized.group(2)} rows of the input files"
-    if sized:
-        return f"{sized.group(2)} inputs ({sized.group(1)})"
-    if _RANGE.fullmatch(inputs):
-        return inputs
-    return f"an unknown number of inputs ({inputs})"
 
 
 def _pending_text(report: Mapping[str, Any]) -> str:

@@ -8,6 +8,7 @@ aggregator is built, not in the middle of a run.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -49,6 +50,32 @@ def describe_inputs(inputs: Iterable[Any]) -> str:
     if hasattr(inputs, "__len__"):
         return f"{kind} of {len(inputs)} items"  # type: ignore[arg-type]
     return kind
+
+
+# The command line's inputs (cli_inputs.py), by class name, in words.
+_INPUT_WORDS = {
+    "InputFiles": "rows of the input files",
+    "WithStdin": "rows of standard input and the input files",
+}
+_SIZED = re.compile(r"(.*) of (\d+) items")
+
+
+def inputs_in_words(described: Any) -> str:
+    """Return a description from ``describe_inputs`` in words, without class names where possible."""
+    if not isinstance(described, str):
+        return "unknown inputs"
+    if described.startswith("range("):
+        return described
+    sized = _SIZED.fullmatch(described)
+    kind = sized.group(1) if sized else described
+    words = _INPUT_WORDS.get(kind)
+    if sized and words:
+        return f"{sized.group(2)} {words}"
+    if sized:
+        return f"{sized.group(2)} inputs ({kind})"
+    if words:
+        return words
+    return f"an unknown number of inputs ({kind})"
 
 
 def as_executor(executor: Any) -> Executor | None:

@@ -66,5 +66,5 @@ def test_checkpoint_of_other_inputs_raises(tmp_path: Path) -> None:
     checkpoint = tmp_path / "run.sqlite"
     sa.Aggregator(workers=1, progress=False, checkpoint=checkpoint).run(jobs.square, range(3))
     aggregator = sa.Aggregator(workers=1, progress=False, checkpoint=checkpoint)
-    with pytest.raises(sa.CheckpointMismatchError, match=r"inputs: checkpoint has 'range\(0, 3\)', this run has 'range\(0, 4\)'"):
+    with pytest.raises(sa.CheckpointMismatchError, match=r"inputs: checkpoint has range\(0, 3\), this run has range\(0, 4\)"):
         aggregator.run(jobs.square, range(4))

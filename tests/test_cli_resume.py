@@ -503,3 +503,27 @@ def test_stop_while_stdin_is_quiet(tmp_path: Path, signum: int, code: int) -> No
     assert resumed.returncode == 0, resumed.stderr.decode()
     rows = [json.loads(line)["x"] for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert sorted(rows) == list(range(40))
+
+
+def test_checkpoint_of_stdin_named_in_words(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run.sqlite"
+    command = [
+        sys.executable, "-m", "syncagg", "run", "tests.cli_jobs:square", "-", "-w", "1",
+        "--checkpoint", str(checkpoint),
+    ]
+    lines = b"".join(b"%d\n" % x for x in range(4))
+    first = subprocess.run(command, cwd=ROOT, input=lines, capture_output=True, timeout=120)
+    inputs = write_jsonl(tmp_path / "in.jsonl", list(range(4)))
+
+    from_files = run_cli("run", "tests.cli_jobs:square", inputs, "-w", "1", "--checkpoint", checkpoint)
+    inspected = run_cli("inspect", checkpoint)
+
+    assert first.returncode == 0, first.stderr.decode()
+    assert from_files.returncode == 2
+    assert (
+        "inputs: checkpoint has rows of standard input and the input files, "
+        "this run has 4 rows of the input files" in from_files.stderr
+    )
+    fields = {line[:16].strip(): line[17:] for line in inspected.stdout.splitlines()}
+    assert fields["inputs"] == "rows of standard input and the input files"
+    assert fields["jobs pending"] == "0 of 4"
