@@ -304,6 +304,10 @@ def _rounds(runners: dict[str, Runner], count: int, expected: float, runs: int) 
     return times
 
 
+# Peers that only the bench extra installs: (module, name in the tables).
+_OPTIONAL_PEERS = [("faster_fifo", "faster-fifo"), ("mpire", "mpire"), ("joblib", "joblib")]
+
+
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -479,6 +483,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", choices=["small", "large"], default=None, help="run one workload only")
     options = parser.parse_args(argv)
 
+    missing = [name for module, name in _OPTIONAL_PEERS if not _installed(module)]
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)}; pip install '.[bench]' to compare them", flush=True)
     if options.only in (None, "small"):
         print(format_small(small_results(options.quick, options.runs)), flush=True)
         print(flush=True)
