@@ -312,7 +312,8 @@ def _widen(conn: Connection) -> None:
 
     A full pipe makes the collector wait until the worker's task reader
     thread runs. That thread first waits for the worker's main thread to
-    release the interpreter lock, up to the switch interval (5 ms) each time. With the default 64 KiB, a chunk of 32,768 integers (160 kB
+    release the interpreter lock, up to the switch interval (5 ms) each
+    time. With the default 64 KiB, a chunk of 32,768 integers (160 kB
     pickled) stalled the collector for several such waits.
     """
     try:
