@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import pickle
-import re
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -22,16 +21,13 @@ from typing import Any
 from urllib.parse import quote
 
 from syncagg.cli_errors import UsageError
-from syncagg.settings import inputs_in_words
+from syncagg.settings import input_count, inputs_in_words
 
 __all__ = ["describe_checkpoint", "format_report"]
 
 _TABLE = "syncagg"
 _READ_TIMEOUT = 1.0
 _FAILURES_SHOWN = 5
-# The fingerprint describes sized inputs as "TYPE of N items".
-_SIZED = re.compile(r"(.*) of (\d+) items")
-_RANGE = re.compile(r"range\((-?\d+), (-?\d+)(?:, (-?\d+))?\)")
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
@@ -133,16 +129,7 @@ def _total(inputs: Any, status: str, done: int) -> int | None:
     """Return how many jobs the run has, from the fingerprint's description of its inputs."""
     if status == "finished":
         return done
-    if not isinstance(inputs, str):
-        return None
-    sized = _SIZED.fullmatch(inputs)
-    if sized:
-        return int(sized.group(2))
-    span = _RANGE.fullmatch(inputs)
-    if span:
-        start, stop, step = span.groups()
-        return len(range(int(start), int(stop), int(step or 1)))
-    return None
+    return input_count(inputs)
 
 
 def _outputs(

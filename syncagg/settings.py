@@ -57,14 +57,30 @@ _INPUT_WORDS = {
     "InputFiles": "rows of the input files",
     "WithStdin": "rows of standard input and the input files",
 }
+# describe_inputs writes sized inputs as "TYPE of N items", and ranges in full.
 _SIZED = re.compile(r"(.*) of (\d+) items")
+_RANGE = re.compile(r"range\((-?\d+), (-?\d+)(?:, (-?\d+))?\)")
+
+
+def input_count(described: Any) -> int | None:
+    """Return the number of inputs that a description from ``describe_inputs`` gives, else ``None``."""
+    if not isinstance(described, str):
+        return None
+    sized = _SIZED.fullmatch(described)
+    if sized:
+        return int(sized.group(2))
+    span = _RANGE.fullmatch(described)
+    if span:
+        start, stop, step = span.groups()
+        return len(range(int(start), int(stop), int(step or 1)))
+    return None
 
 
 def inputs_in_words(described: Any) -> str:
     """Return a description from ``describe_inputs`` in words, without class names where possible."""
     if not isinstance(described, str):
         return "unknown inputs"
-    if described.startswith("range("):
+    if _RANGE.fullmatch(described):
         return described
     sized = _SIZED.fullmatch(described)
     kind = sized.group(1) if sized else described

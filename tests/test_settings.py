@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from syncagg.settings import describe_inputs, inputs_in_words
+from syncagg.settings import describe_inputs, input_count, inputs_in_words
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,18 @@ def test_library_inputs_in_words(inputs: Any, words: str) -> None:
 )
 def test_command_line_inputs_in_words(described: Any, words: str) -> None:
     assert inputs_in_words(described) == words
+
+
+@pytest.mark.parametrize(
+    ("described", "count"),
+    [
+        (describe_inputs(range(0, 10, 3)), 4),
+        (describe_inputs([1, 2, 3]), 3),
+        ("InputFiles of 168 items", 168),
+        ("WithStdin", None),
+        (None, None),
+    ],
+    ids=["range-step", "list", "files", "stdin", "missing"],
+)
+def test_input_count(described: Any, count: int | None) -> None:
+    assert input_count(described) == count
