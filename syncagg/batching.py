@@ -230,12 +230,13 @@ class BatchSender:
             message.release()
 
     def _send_in_segment(self, message: Any, count: int) -> None:
-        # Larger than the whole region, than what the arrays it refers to
-        # leave free, or than what lent views leave free: a segment of its own, which the parent unlinks after
-        # reading, so it never waits for ring space that cannot exist. The
-        # parent frees the arrays' bytes up to ``release`` after reading it.
-        # One such segment at a time: the next waits until the parent has read
-        # the last, which keeps shared memory bounded when every result is large.
+        # The message is larger than the region, than what its arrays leave
+        # free, or than what lent views leave free. It goes in a segment of
+        # its own, which the parent unlinks after reading, so it never waits
+        # for ring space that cannot exist. The parent then frees the arrays'
+        # bytes up to ``release``. The next such segment waits until the
+        # parent has read the last, so shared memory stays bounded when
+        # every result is large.
         last = self._last_segment
         if last is not None:
             self._ring.wait_until(lambda: not segment_exists(last), self._alive)

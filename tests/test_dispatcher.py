@@ -125,7 +125,7 @@ def _batch(count: int, seconds_per_job: float) -> ResultBatch:
     return ResultBatch(1, range(count), [None] * count, {0: 0.0}, finished)
 
 
-def test_chunk_size_grows_at_once_and_shrinks_by_half_at_most() -> None:
+def test_chunk_size_halves_at_most() -> None:
     dispatcher = Dispatcher(range(10**9), workers=2, done=JobRanges())
     assert dispatcher.chunksize == 1
 

@@ -224,7 +224,7 @@ def test_large_chunk_goes_out_while_worker_is_stopped() -> None:
     assert sink.values == {i: [100_000] for i in range(6)}
 
 
-def test_poll_reads_one_batch_of_a_worker_at_a_time() -> None:
+def test_poll_reads_one_batch() -> None:
     # Between two batches of the same worker the run loop sends new inputs,
     # so a worker that is ahead of the collector does not run dry.
     dispatcher = Dispatcher(range(20), workers=1, done=JobRanges(), chunksize=20)

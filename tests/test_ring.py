@@ -236,7 +236,7 @@ def test_writer_resumes_after_last_read(segment: shared_memory.SharedMemory) -> 
     reader.release()
 
 
-def test_writer_starts_over_once_everything_is_freed(segment: shared_memory.SharedMemory) -> None:
+def test_writer_restarts_once_freed(segment: shared_memory.SharedMemory) -> None:
     writer = RingWriter(segment.buf, 0, CAPACITY, start=0)
     reader = RingReader(segment.buf, 0, CAPACITY)
     start, end = _write(writer, b"a" * 100)
